@@ -1,0 +1,134 @@
+"""torchvision classification models by name: pretrained weights, new head, 1-channel input, freezing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+
+class TorchvisionClassifier(nn.Module):
+    """A torchvision model whose frozen part stays frozen, batch-norm statistics included."""
+
+    def __init__(self, model: nn.Module, freeze_backbone: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            head = _last_linear_name(model)
+            for name, param in model.named_parameters():
+                param.requires_grad = name.startswith(head + ".")
+
+    def train(self, mode: bool = True) -> TorchvisionClassifier:
+        super().train(mode)
+        if self.freeze_backbone:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def build_classifier(
+    name: str,
+    num_classes: int,
+    in_channels: int = 3,
+    weights: str | None = None,
+    freeze_backbone: bool = False,
+) -> TorchvisionClassifier:
+    """Build torchvision model `name` with `num_classes` outputs and `in_channels` inputs.
+
+    `weights` is None (random init), a torchvision weights name (`DEFAULT`, `IMAGENET1K_V2`),
+    or the path of a local state-dict file, for machines without internet access.
+    """
+    available = torchvision.models.list_models(module=torchvision.models)
+    if name not in available:
+        raise ValueError(
+            f"Unknown torchvision model {name!r}. Choose model.name from: {', '.join(available)}"
+        )
+    if weights is not None and _is_path(weights):
+        model = torchvision.models.get_model(name, weights=None)
+        model.load_state_dict(load_state_dict(weights))
+    else:
+        model = _get_model_with_weights(name, weights)
+    replace_head(model, num_classes)
+    if in_channels != 3:
+        adapt_first_conv(model, in_channels)
+    return TorchvisionClassifier(model, freeze_backbone)
+
+
+def _is_path(weights: str) -> bool:
+    return Path(weights).suffix in {".pth", ".pt", ".ckpt", ".bin"} or Path(weights).exists()
+
+
+def _get_model_with_weights(name: str, weights: str | None) -> nn.Module:
+    if weights is None:
+        return torchvision.models.get_model(name, weights=None)
+    try:
+        enum = torchvision.models.get_model_weights(name)
+        resolved = enum.verify(weights)
+    except (KeyError, ValueError) as err:
+        names = ["DEFAULT"] + [w.name for w in torchvision.models.get_model_weights(name)]
+        raise ValueError(
+            f"Unknown weights {weights!r} for {name}. Choose one of {names} or a local .pth file."
+        ) from err
+    try:
+        return torchvision.models.get_model(name, weights=resolved)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(resolved.url).name
+        raise RuntimeError(
+            f"Could not download the {resolved} weights for {name} ({err}). On a machine "
+            f"without internet, copy {resolved.url} to {cache}, or set model.weights to a "
+            f"local state-dict file."
+        ) from err
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from a file: a plain one, or one inside a `state_dict`/`model` entry."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Weights file {path} does not exist.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _last_linear_name(model: nn.Module) -> str:
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no linear classification head to replace.")
+    return names[-1]
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def replace_head(model: nn.Module, num_classes: int) -> None:
+    """Replace the last linear layer by a freshly initialised one with `num_classes` outputs."""
+    name = _last_linear_name(model)
+    head = model.get_submodule(name)
+    if head.out_features != num_classes:
+        _set_submodule(model, name, nn.Linear(head.in_features, num_classes, bias=head.bias is not None))
+
+
+def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
+    """Make the first convolution take `in_channels` inputs, keeping what pretrained RGB filters know."""
+    name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    new = nn.Conv2d(
+        in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+    )
+    with torch.no_grad():
+        mean_filter = conv.weight.mean(dim=1, keepdim=True)
+        new.weight.copy_(mean_filter.repeat(1, in_channels, 1, 1) * 3 / in_channels)
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    _set_submodule(model, name, new)

@@ -1,0 +1,92 @@
+"""What classification and segmentation share: a network, a loss, per-stage metrics, optimizers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torchmetrics import MetricCollection
+
+from lightning_modules.optimization import configure_optimization
+
+STAGES = ("train", "val", "test")
+
+
+class SupervisedTask(pl.LightningModule):
+    """A LightningModule around `net` that subclasses specialise with a loss and metrics."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., Optimizer],
+        scheduler: dict[str, Any] | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.net = torch.compile(net) if compile else net
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self._counted_batch: tuple[int, int] | None = None
+
+    def make_metrics(self) -> MetricCollection:
+        """The metrics of one stage; each stage gets its own instance."""
+        raise NotImplementedError
+
+    def compute_loss(self, output: Any, target: torch.Tensor) -> torch.Tensor:
+        """The training objective for one batch."""
+        raise NotImplementedError
+
+    def predictions(self, output: Any) -> torch.Tensor:
+        """Scores that the metrics compare with the target."""
+        return output
+
+    def setup_metrics(self) -> None:
+        """Create one metric collection per stage, registered so that Lightning moves and syncs them."""
+        for stage in STAGES:
+            setattr(self, f"{stage}_metrics", self.make_metrics().clone(prefix=f"{stage}/"))
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, Any]:
+        x, y = batch
+        output = self(x)
+        loss = self.compute_loss(output, y)
+        preds = self.predictions(output)
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(preds, y)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, sync_dist=True,
+                 batch_size=x.shape[0], prog_bar=stage != "test")
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=x.shape[0],
+                      prog_bar=stage == "val")
+        return {"loss": loss, "preds": preds.detach(), "target": y}
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
+        if self._is_repeated_closure_call(batch_idx):
+            x, y = batch
+            return self.compute_loss(self(x), y)
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
+        return self._step(batch, "test")
+
+    def _is_repeated_closure_call(self, batch_idx: int) -> bool:
+        # LBFGS evaluates the closure (training_step) several times per batch; metrics and
+        # logs must count each batch once, at its first evaluation.
+        key = (self.current_epoch, batch_idx)
+        repeated = key == self._counted_batch
+        self._counted_batch = key
+        return repeated
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return configure_optimization(
+            self.parameters(), self.optimizer, self.scheduler,
+            total_steps=self.trainer.estimated_stepping_batches,
+        )

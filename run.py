@@ -1,0 +1,129 @@
+"""Train and test one experiment: python run.py [group=option ...] [key=value ...].
+
+Compose the config, print it, seed, instantiate data, network, task and trainer, fit, test
+the best checkpoint, write metrics.json and return the monitored metric (for sweepers).
+Heavy libraries are imported inside functions so that `python run.py --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """Settings that cannot work together, found before any heavy work starts."""
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Stop early, with the fix in the message, on settings that cannot work together."""
+    import torch
+
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    optimizer = str(cfg.optimizer.get("_target_", ""))
+    if optimizer.endswith("LBFGS") and precision.startswith("16"):
+        raise ConfigError(
+            f"optimizer=lbfgs cannot run with precision={precision}: fp16 mixed precision scales "
+            "the loss with a GradScaler, which cannot step a closure-based optimizer. Use "
+            "precision=32 or precision=bf16-mixed (no scaler) with L-BFGS."
+        )
+    strategy = cfg.trainer.get("strategy")
+    strategy_name = str(strategy.get("_target_") if isinstance(strategy, DictConfig) else strategy)
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if "FSDP" in strategy_name.upper() and on_cpu:
+        raise ConfigError(
+            "strategy=fsdp needs CUDA GPUs, and this run would be on the CPU. Use strategy=ddp "
+            "(with trainer.devices=N) to train on several CPU processes."
+        )
+    if not cfg.train and cfg.ckpt_path is None:
+        raise ConfigError("train=false evaluates a checkpoint: give it with ckpt_path=PATH.")
+    if not cfg.train and not cfg.test:
+        raise ConfigError("train=false and test=false: there is nothing to do.")
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a `callbacks` or `logger` config group that has a `_target_`."""
+    from hydra.utils import instantiate
+
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node and "_target_" in node]
+
+
+def print_config_tree(cfg: DictConfig) -> None:
+    """Print the composed config as a rich tree, one branch per top-level key."""
+    import rich
+    import rich.syntax
+    import rich.tree
+
+    tree = rich.tree.Tree("config", style="bold")
+    for key, value in cfg.items():
+        branch = tree.add(str(key), style="bold cyan")
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
+    rich.print(tree)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Instantiate everything from `cfg`, fit, test the best checkpoint; return the final metrics."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import LearningRateMonitor
+
+    check_config(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    net = instantiate(cfg.model)
+    scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
+    module = instantiate(
+        cfg.task, net=net, optimizer=instantiate(cfg.optimizer), scheduler=scheduler,
+        compile=cfg.compile,
+    )
+    loggers = instantiate_all(cfg.get("logger"))
+    callbacks = [
+        cb for cb in instantiate_all(cfg.get("callbacks"))
+        if loggers or not isinstance(cb, LearningRateMonitor)  # it needs a logger to write to
+    ]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    metrics: dict[str, float] = {}
+    if cfg.train:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
+    if cfg.test:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        ckpt_path = (best or None) if cfg.train else cfg.ckpt_path
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        metrics[f"best/{checkpoint.monitor}"] = float(checkpoint.best_model_score)
+    if trainer.is_global_zero:
+        output_dir = Path(cfg.paths.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point: returns the monitored metric, which sweepers optimise."""
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+        print_config_tree(cfg)
+        OmegaConf.save(cfg, Path(cfg.paths.output_dir) / "config_resolved.yaml", resolve=True)
+    metrics = train(cfg)
+    monitored = cfg.monitor.metric
+    return metrics.get(f"best/{monitored}", metrics.get(monitored))
+
+
+if __name__ == "__main__":
+    main()
