@@ -56,6 +56,17 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in group.values() if node and "_target_" in node]
 
 
+def usable_callbacks(callbacks: list[Any], has_logger: bool, progress_bar: bool) -> list[Any]:
+    """Drop the callbacks that the rest of the config switched off: LR monitor, progress bar."""
+    from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar
+
+    return [
+        cb for cb in callbacks
+        if (has_logger or not isinstance(cb, LearningRateMonitor))
+        and (progress_bar or not isinstance(cb, ProgressBar))
+    ]
+
+
 def print_config_tree(cfg: DictConfig) -> None:
     """Print the composed config as a rich tree, one branch per top-level key."""
     import rich
@@ -74,7 +85,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Instantiate everything from `cfg`, fit, test the best checkpoint; return the final metrics."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import LearningRateMonitor
 
     check_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
@@ -87,10 +97,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         compile=cfg.compile,
     )
     loggers = instantiate_all(cfg.get("logger"))
-    callbacks = [
-        cb for cb in instantiate_all(cfg.get("callbacks"))
-        if loggers or not isinstance(cb, LearningRateMonitor)  # it needs a logger to write to
-    ]
+    callbacks = usable_callbacks(
+        instantiate_all(cfg.get("callbacks")), has_logger=bool(loggers),
+        progress_bar=cfg.trainer.get("enable_progress_bar", True),
+    )
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

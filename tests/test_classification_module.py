@@ -1,0 +1,48 @@
+"""The classification LightningModule and its TensorBoard callbacks."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytorch_lightning as pl
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import run
+from callbacks.confusion_matrix import per_class_accuracy
+from lightning_modules.classification import ClassificationModule
+
+
+def test_per_class_accuracy_is_the_diagonal_over_the_true_counts():
+    confusion = torch.tensor([[3, 1, 0], [0, 2, 2], [0, 0, 0]])
+    accuracy = per_class_accuracy(confusion)
+    assert accuracy[:2].tolist() == [0.75, 0.5]
+    assert torch.isnan(accuracy[2])  # absent class: no accuracy rather than a fake 0
+
+
+def test_lbfgs_reevaluations_count_each_batch_once_in_metrics():
+    torch.manual_seed(0)
+    net = nn.Linear(4, 3)
+    module = ClassificationModule(net, 3, partial(torch.optim.LBFGS, lr=1.0, max_iter=5))
+    updates, evaluations = [], []
+    update = module.train_metrics.update
+    module.train_metrics.update = lambda *args: (updates.append(1), update(*args))
+    loss = module.compute_loss
+    module.compute_loss = lambda *args: (evaluations.append(1), loss(*args))[1]
+    data = TensorDataset(torch.randn(12, 4), torch.randint(0, 3, (12,)))
+    trainer = pl.Trainer(max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, DataLoader(data, batch_size=4))
+    assert len(updates) == 3
+    assert len(evaluations) > 3  # L-BFGS did evaluate each batch several times
+
+
+def test_tensorboard_gets_confusion_matrix_prediction_grid_and_per_class_accuracy(make_config, tmp_path):
+    run.train(make_config())
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+    figures = {"val/confusion_matrix", "val/predictions", "test/confusion_matrix"}
+    assert figures <= set(events.Tags()["images"])
+    assert "val_per_class/acc_7" in events.Tags()["scalars"]
+    assert {"val/acc", "val/acc_macro", "val/acc_top5", "train/loss_epoch"} <= set(events.Tags()["scalars"])
