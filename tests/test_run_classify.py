@@ -92,8 +92,15 @@ def test_unknown_key_is_refused(make_config):
         make_config("optimizer.learning_rate=0.1")
 
 
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_every_experiment_composes_with_its_data_model_and_optimizer(make_config, experiment):
+    cfg = make_config(f"experiment={experiment}", fast=False)
+    assert cfg.model.num_classes == cfg.data.num_classes
+    assert cfg.optimizer._partial_ and cfg.trainer.max_epochs > 1
+
+
 def test_mit67_resnet50_experiment_is_a_complete_recipe(make_config):
-    cfg = make_config("experiment=mit67_resnet50")
+    cfg = make_config("experiment=mit67_resnet50", fast=False)
     assert cfg.data._target_.endswith("MIT67DataModule") and cfg.data.num_classes == 67
     assert cfg.model.name == "resnet50" and cfg.model.num_classes == 67 and cfg.model.weights == "DEFAULT"
     assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.scheduler.interval == "step"
