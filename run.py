@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +126,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def quote_numeric_choices(argv: list[str], groups: tuple[str, ...] = ("precision",)) -> list[str]:
+    """Quote numeric options of config groups: Hydra reads `precision=32` as an int, not a choice."""
+    pattern = re.compile(rf"^((?:{'|'.join(groups)})=)(.+)$")
+
+    def quote(match: re.Match[str]) -> str:
+        values = [f"'{v}'" if v.isdigit() else v for v in match.group(2).split(",")]
+        return match.group(1) + ",".join(values)
+
+    return [pattern.sub(quote, arg) for arg in argv]
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: returns the monitored metric, which sweepers optimise."""
@@ -136,4 +149,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv = quote_numeric_choices(sys.argv)
     main()

@@ -116,7 +116,7 @@ def test_mnist_cnn_learns_the_digits_to_95_percent_on_held_out_test_images(make_
 
 
 def test_run_py_writes_each_run_to_its_own_time_stamped_directory(tmp_path):
-    command = [sys.executable, "run.py", f"paths.log_dir={tmp_path}", "trainer.max_epochs=1",
+    command = [sys.executable, "run.py", f"paths.log_dir={tmp_path}", "precision=32", "trainer.max_epochs=1",
                "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
                "trainer.enable_progress_bar=false"]
     for _ in range(2):
@@ -129,6 +129,13 @@ def test_run_py_writes_each_run_to_its_own_time_stamped_directory(tmp_path):
         assert (run_dir / ".hydra" / "overrides.yaml").is_file()
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert "test/acc" in done.stdout
+
+
+def test_numeric_precision_choices_reach_hydra_as_strings():
+    argv = ["run.py", "precision=32", "optimizer.lr=3", "trainer.devices=2"]
+    quoted = ["run.py", "precision='32'", "optimizer.lr=3", "trainer.devices=2"]
+    assert run.quote_numeric_choices(argv) == quoted
+    assert run.quote_numeric_choices(["precision=64,bf16-mixed"]) == ["precision='64',bf16-mixed"]
 
 
 def test_help_lists_the_config_groups_quickly():
