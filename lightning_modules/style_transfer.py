@@ -1,0 +1,198 @@
+"""Gatys et al. neural style transfer: the optimised parameter is the image itself."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.optim import Optimizer
+from torchvision.utils import save_image
+
+from datamodules.style_images import load_source
+from lightning_modules.nets.vgg_features import VGGFeatures
+from lightning_modules.style_losses import (
+    coarse_to_fine_sizes,
+    content_loss,
+    gram_matrix,
+    resize_longer_side,
+    style_loss,
+    total_variation,
+    transfer_luminance,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Targets:
+    """What the image is pulled towards at one scale, computed once."""
+
+    content: dict[str, torch.Tensor]
+    grams: dict[str, torch.Tensor]
+
+
+class StyleTransferModule(pl.LightningModule):
+    """Styles each content image of a batch (of one) through all scales in one training step."""
+
+    def __init__(
+        self,
+        net: VGGFeatures,
+        optimizer: Callable[..., Optimizer],
+        content_layers: list[str],
+        style_layers: dict[str, float],
+        content_weight: float = 1.0,
+        style_weight: float = 1e6,
+        tv_weight: float = 1.0,
+        init: str = "content",
+        num_scales: int = 1,
+        iterations: int | list[int] = 300,
+        preserve_colors: bool = False,
+        progress_every: int = 25,
+        seed: int = 0,
+        output_dir: str = "stylized",
+        scheduler: dict[str, Any] | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if scheduler:
+            raise ValueError("task=style does not use a learning-rate schedule: set scheduler=none.")
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.automatic_optimization = False
+        net.capture([*content_layers, *style_layers])
+        self.net = torch.compile(net) if compile else net
+        self.optimizer = optimizer
+        self.content_layers = list(content_layers)
+        self.style_layers = dict(style_layers)
+        self.weights = {"content": content_weight, "style": style_weight, "tv": tv_weight}
+        self.iterations = [iterations] * num_scales if isinstance(iterations, int) else list(iterations)
+        if len(self.iterations) != num_scales:
+            raise ValueError(f"style.iterations needs one count per scale ({num_scales}), got {iterations}.")
+        self.num_scales = num_scales
+        self.init = init
+        self.preserve_colors = preserve_colors
+        self.progress_every = progress_every
+        self.seed = seed
+        self.output_dir = Path(output_dir)
+
+    def losses(self, image: torch.Tensor, targets: Targets) -> dict[str, torch.Tensor]:
+        """Weighted content, style and total-variation losses of `image`, and their sum."""
+        features = self.net(image)
+        content = sum(content_loss(features[k], t) for k, t in targets.content.items())
+        style = sum(w * style_loss(features[k], targets.grams[k]) for k, w in self.style_layers.items())
+        tv = total_variation(image)
+        total = (self.weights["content"] * content + self.weights["style"] * style
+                 + self.weights["tv"] * tv)
+        return {"content": content, "style": style, "tv": tv, "total": total}
+
+    @torch.no_grad()
+    def targets(self, content: torch.Tensor, styles: list[torch.Tensor], blend: torch.Tensor) -> Targets:
+        """Content features and the blended Gram matrices of the style images."""
+        content_features = self.net(content)
+        grams = {layer: 0 for layer in self.style_layers}
+        for style, weight in zip(styles, blend.tolist(), strict=True):
+            features = self.net(style)
+            for layer in grams:
+                grams[layer] = grams[layer] + weight * gram_matrix(features[layer])
+        return Targets({k: content_features[k] for k in self.content_layers}, grams)
+
+    def initial_image(self, content: torch.Tensor, name: str) -> torch.Tensor:
+        """The starting image: the content, seeded noise, or a given image, at the content's size."""
+        if self.init == "content":
+            return content.clone()
+        if self.init == "noise":
+            generator = torch.Generator().manual_seed(image_seed(self.seed, name))
+            return torch.rand(content.shape, generator=generator).to(content)
+        start = load_source(self.init, max(content.shape[-2:]), min_size=1).to(content)
+        return torch.nn.functional.interpolate(start, size=content.shape[-2:], mode="bilinear")
+
+    def make_optimizer(self, image: torch.Tensor, evaluations: int) -> Optimizer:
+        """The configured optimizer on the image; L-BFGS runs exactly `evaluations` function evaluations."""
+        optimizer = self.optimizer([image])
+        if isinstance(optimizer, torch.optim.LBFGS):
+            # Counted in function evaluations, and never stopped early by a tolerance.
+            optimizer = self.optimizer([image], max_iter=evaluations, max_eval=evaluations,
+                                       tolerance_grad=-1.0, tolerance_change=-1.0)
+        return optimizer
+
+    def stylize(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """Optimise one content image coarse to fine; returns the result and its loss history."""
+        content = sample["content"]
+        styles = sample["styles"]
+        sizes = coarse_to_fine_sizes(max(content.shape[-2:]), self.num_scales)
+        if sizes[0] < 32:
+            raise ValueError(
+                f"The coarsest scale would be {sizes[0]} pixels; VGG needs 32. Lower "
+                "style.num_scales or raise data.image_size."
+            )
+        history: list[dict[str, float]] = []
+        snapshots: list[tuple[int, torch.Tensor]] = []
+        image = None
+        for size, evaluations in zip(sizes, self.iterations, strict=True):
+            content_s = resize_longer_side(content, size)
+            final_side = max(content.shape[-2:])
+            styles_s = [resize_longer_side(s, round(max(s.shape[-2:]) * size / final_side)) for s in styles]
+            targets = self.targets(content_s, styles_s, sample["style_weights"].to(content))
+            if image is None:
+                image = self.initial_image(content_s, sample["name"])
+            else:
+                image = torch.nn.functional.interpolate(image, size=content_s.shape[-2:], mode="bicubic")
+            image = self.optimize_scale(image, targets, evaluations, history, snapshots)
+        result = image.detach().clamp(0, 1)
+        if self.preserve_colors:
+            result = transfer_luminance(result, content)
+        return {"result": result, "history": history, "snapshots": snapshots}
+
+    def optimize_scale(self, image: torch.Tensor, targets: Targets, evaluations: int,
+                       history: list[dict[str, float]], snapshots: list[tuple[int, torch.Tensor]]
+                       ) -> torch.Tensor:
+        """Run `evaluations` loss evaluations from `image` at one scale; append to the history."""
+        image = image.detach().clone().requires_grad_(True)
+        optimizer = self.make_optimizer(image, evaluations)
+        first = len(history)
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            losses = self.losses(image, targets)
+            if not torch.isfinite(losses["total"]):
+                raise FloatingPointError(f"the loss became {losses['total'].item()} at evaluation "
+                                         f"{len(history) + 1}")
+            losses["total"].backward()
+            history.append({k: v.item() for k, v in losses.items()})
+            if self.progress_every and len(history) % self.progress_every == 0:
+                snapshots.append((len(history), image.detach().clamp(0, 1).cpu()))
+            return losses["total"]
+
+        while len(history) - first < evaluations:
+            optimizer.step(closure)
+        return image.detach()
+
+    def training_step(self, sample: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        name = sample["name"]
+        try:
+            out = self.stylize(sample)
+        except FloatingPointError as err:
+            log.error("Styling %s stopped: %s. Lower optimizer.lr or the loss weights. "
+                      "The other images go on.", name, err)
+            return {"name": name, "failed": str(err)}
+        file_name = f"{name}__{'+'.join(sample['style_names'])}.png"
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        save_image(out["result"], self.output_dir / file_name)
+        final = out["history"][-1]
+        for key, value in final.items():
+            self.log(f"train/{key}_loss", value, on_step=False, on_epoch=True, batch_size=1)
+        return {"name": name, "file": str(self.output_dir / file_name), **out}
+
+    def configure_optimizers(self) -> None:
+        """Each image gets its own optimizer in `stylize`; Lightning manages none."""
+        return None
+
+
+def image_seed(seed: int, name: str) -> int:
+    """A seed for one image that depends on its name, not on the process or order it is styled in."""
+    return (seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63
