@@ -1,0 +1,1 @@
+"""Lightning plugins: how checkpoints reach the disk."""
