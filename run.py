@@ -73,6 +73,7 @@ def print_config_tree(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Instantiate everything from `cfg`, fit, test the best checkpoint; return the final metrics."""
     import pytorch_lightning as pl
+    import torch
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import LearningRateMonitor
 
@@ -83,6 +84,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     net = instantiate(cfg.model)
+    if cfg.get("channels_last"):  # NHWC weights: cuDNN then runs the convolutions NHWC (tensor cores)
+        net = net.to(memory_format=torch.channels_last)
     scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
     module = instantiate(
         cfg.task, net=net, optimizer=instantiate(cfg.optimizer), scheduler=scheduler,
