@@ -17,7 +17,7 @@ from tests.conftest import FAST, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # Long enough to be interrupted mid-way, deterministic so that two runs can be compared exactly.
-RESUMABLE = [*FAST, "trainer.max_epochs=12", "trainer.limit_train_batches=6",
+RESUMABLE = [*FAST, "trainer.max_epochs=6", "trainer.limit_train_batches=6",
              "trainer.deterministic=true", "logger=none", "callbacks.early_stopping.patience=100"]
 COMPARED = ("best/val/acc", "test/acc", "test/loss", "val/acc", "val/loss")
 
@@ -58,6 +58,13 @@ def test_run_killed_with_sigterm_resumes_to_the_same_steps_and_metrics(tmp_path)
 
     assert global_step(run_dir) == global_step(tmp_path / "uninterrupted")
     assert {key: resumed[key] for key in COMPARED} == {key: uninterrupted[key] for key in COMPARED}
+
+
+def test_last_checkpoint_holds_the_final_epoch_even_without_improvement(make_config, tmp_path):
+    run.train(make_config("trainer.max_epochs=3", "optimizer.lr=0.0", "test=false"))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert torch.load(checkpoints / "epoch000.ckpt", weights_only=False)["epoch"] == 0, "no later best"
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["epoch"] == 2
 
 
 def test_interrupted_checkpoint_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):

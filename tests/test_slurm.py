@@ -57,6 +57,15 @@ def job_logs(sweep_dir: Path) -> str:
     return "".join(p.read_text() for p in sorted((sweep_dir / ".submitit").glob("*/*_log.*")))
 
 
+def submitted_job_id(sweep_dir: Path) -> str:
+    """The SLURM job id of a one-job sweep (submitit names a folder after it)."""
+    def job_folders() -> list[str]:
+        return [p.name for p in (sweep_dir / ".submitit").glob("*") if p.is_dir()]
+
+    wait_for(lambda: len(job_folders()) == 1, "the submitted job's folder")
+    return job_folders()[0]
+
+
 def wait_for(condition, what: str, timeout: float = 120) -> None:
     """Poll `condition()` until it is true."""
     deadline = time.monotonic() + timeout
@@ -89,7 +98,7 @@ def test_job_signalled_for_preemption_is_requeued_and_resumes_from_its_checkpoin
                           "callbacks.early_stopping.patience=1000", "logger=none")
     run_dir = tmp_path / "0"
     wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), "the first checkpoint")
-    job_id = next((tmp_path / ".submitit").iterdir()).name
+    job_id = submitted_job_id(tmp_path)
 
     subprocess.run(["scancel", "--signal=USR1", job_id], check=True)  # what SLURM sends before preempting
     wait_for(lambda: (run_dir / "hpc_ckpt_1.ckpt").exists(), "Lightning's requeue checkpoint")
