@@ -93,7 +93,7 @@ def test_two_task_job_trains_with_ddp_across_slurm_tasks(tmp_path):
 
 
 def test_job_signalled_for_preemption_is_requeued_and_resumes_from_its_checkpoint(tmp_path):
-    epochs, batches = 20, 6
+    epochs, batches = 6, 6
     process = start_sweep(tmp_path, f"trainer.max_epochs={epochs}", f"trainer.limit_train_batches={batches}",
                           "callbacks.early_stopping.patience=1000", "logger=none")
     run_dir = tmp_path / "0"
