@@ -8,7 +8,6 @@ Heavy libraries are imported inside functions so that `python run.py --help` sta
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -86,13 +85,18 @@ def print_config_tree(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Instantiate everything from `cfg`, fit, test the best checkpoint; return the final metrics."""
     import pytorch_lightning as pl
+    import torch
     from hydra.utils import instantiate
+
+    from callbacks.hparams import log_hyperparameters_with_metrics
 
     check_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
     net = instantiate(cfg.model)
+    if cfg.get("channels_last"):  # NHWC weights: cuDNN then runs the convolutions NHWC (tensor cores)
+        net = net.to(memory_format=torch.channels_last)
     scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
     module = instantiate(
         cfg.task, net=net, optimizer=instantiate(cfg.optimizer), scheduler=scheduler,
@@ -104,8 +108,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         progress_bar=cfg.trainer.get("enable_progress_bar", True),
     )
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    hyperparameters = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(hyperparameters)
 
     metrics: dict[str, float] = {}
     if cfg.train:
@@ -119,6 +124,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_score is not None:
         metrics[f"best/{checkpoint.monitor}"] = float(checkpoint.best_model_score)
+    log_hyperparameters_with_metrics(trainer.loggers, hyperparameters, metrics)
     if trainer.is_global_zero:
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -137,10 +143,36 @@ def quote_numeric_choices(argv: list[str], groups: tuple[str, ...] = ("precision
     return [pattern.sub(quote, arg) for arg in argv]
 
 
+def is_rank_zero() -> bool:
+    """Whether this process is the global rank 0 (from RANK, LOCAL_RANK or SLURM_PROCID)."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    return rank_zero_only.rank == 0
+
+
+def rerun_only_this_job() -> None:
+    """Make Lightning's DDP launcher start ranks > 0 on this multirun job, not on the whole sweep.
+
+    The launcher re-runs `sys.argv` with `hydra.run.dir=<hydra.run.dir>`: inside a multirun that
+    would start the sweep again, in another directory. Give it this job's overrides and directory.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
+    with read_write(hydra_cfg.run):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: returns the monitored metric, which sweepers optimise."""
-    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+    rerun_only_this_job()
+    if is_rank_zero():
         print_config_tree(cfg)
         OmegaConf.save(cfg, Path(cfg.paths.output_dir) / "config_resolved.yaml", resolve=True)
     metrics = train(cfg)

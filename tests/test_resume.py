@@ -1,0 +1,92 @@
+"""Resuming: ckpt_path=last in the run's own directory, SIGTERM mid-training, atomic checkpoint files."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import run
+from lightning_modules.checkpoint_io import AtomicCheckpointIO
+from tests.conftest import FAST, compose_config
+
+ROOT = Path(__file__).resolve().parents[1]
+# Long enough to be interrupted mid-way, deterministic so that two runs can be compared exactly.
+RESUMABLE = [*FAST, "trainer.max_epochs=6", "trainer.limit_train_batches=6",
+             "trainer.deterministic=true", "logger=none", "callbacks.early_stopping.patience=100"]
+COMPARED = ("best/val/acc", "test/acc", "test/loss", "val/acc", "val/loss")
+
+
+def global_step(run_dir: Path) -> int:
+    """The optimizer steps recorded in a run's last checkpoint."""
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+
+
+def start_run(run_dir: Path, *overrides: str) -> subprocess.Popen:
+    """`python run.py` in a subprocess, writing into `run_dir`."""
+    command = [sys.executable, "run.py", *overrides, f"hydra.run.dir={run_dir}"]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Block until `path` exists (failing if `process` ends first)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"the run ended before writing {path}: {process.stderr.read()}"
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_run_killed_with_sigterm_resumes_to_the_same_steps_and_metrics(tmp_path):
+    uninterrupted = run.train(compose_config(RESUMABLE, tmp_path / "uninterrupted"))
+
+    run_dir = tmp_path / "interrupted"
+    process = start_run(run_dir, *RESUMABLE)
+    wait_for(run_dir / "checkpoints" / "last.ckpt", process)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    assert not (run_dir / "metrics.json").exists(), "the run finished before it could be interrupted"
+    assert global_step(run_dir) < global_step(tmp_path / "uninterrupted")
+
+    resumed = run.train(compose_config([*RESUMABLE, "ckpt_path=last"], run_dir))
+
+    assert global_step(run_dir) == global_step(tmp_path / "uninterrupted")
+    assert {key: resumed[key] for key in COMPARED} == {key: uninterrupted[key] for key in COMPARED}
+
+
+def test_last_checkpoint_holds_the_final_epoch_even_without_improvement(make_config, tmp_path):
+    run.train(make_config("trainer.max_epochs=3", "optimizer.lr=0.0", "test=false"))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert torch.load(checkpoints / "epoch000.ckpt", weights_only=False)["epoch"] == 0, "no later best"
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["epoch"] == 2
+
+
+def test_interrupted_checkpoint_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1, "weights": torch.ones(1000)}, path)
+
+    def save_half_then_die(obj, file, *args, **kwargs):
+        file.write(b"\x80\x02half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", save_half_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"epoch": 2, "weights": torch.zeros(1000)}, path)
+    monkeypatch.undo()
+
+    assert io.load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"], "no temporary file is left behind"
+
+
+def test_trainer_writes_checkpoints_through_the_atomic_writer(make_config):
+    from hydra.utils import instantiate
+
+    trainer = instantiate(make_config().trainer)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
