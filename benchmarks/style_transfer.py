@@ -1,0 +1,209 @@
+"""Style transfer speed: task=style against a plain Gatys loop as the PyTorch tutorial writes it.
+
+Both sides use the same VGG19 (same weights), the same layers, loss weights, image size and number
+of L-BFGS function evaluations. Each (side, size) runs in its own process so that peak memory is
+its own. Prints seconds per evaluation, the total loss after N evaluations, peak memory, and the
+ratio tutorial time / our time (above 1: we are faster).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+from common import ROOT, machine_description, parse_args, print_table  # noqa: F401  (ROOT sets sys.path)
+
+CONTENT_LAYERS = ["relu4_2"]
+STYLE_LAYERS = {"relu1_1": 0.2, "relu2_1": 0.2, "relu3_1": 0.2, "relu4_1": 0.2, "relu5_1": 0.2}
+STYLE_WEIGHT, CONTENT_WEIGHT = 1e6, 1.0
+
+
+def images(size: int, device: str):
+    """Content and style images of the same shape (as the tutorial needs) from scikit-image's photographs."""
+    import torch.nn.functional as F
+
+    from datamodules.style_images import load_source
+
+    content = load_source("skimage:astronaut", size, 32).to(device)
+    style = F.interpolate(load_source("skimage:coffee", size, 32), size=content.shape[-2:], mode="bilinear")
+    return content, style.to(device)
+
+
+def tutorial_loop(size: int, device: str):
+    """The PyTorch tutorial's Gatys loop: a Sequential with loss layers inserted, L-BFGS, clamping.
+
+    Returns a function that runs at least N evaluations (L-BFGS steps of 20 iterations, as the
+    tutorial does) and returns the total loss at evaluation N and the evaluations done.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from lightning_modules.nets.vgg_features import load_vgg19, vgg_layer_names
+
+    class ContentLoss(nn.Module):
+        def __init__(self, target):
+            super().__init__()
+            self.target = target.detach()
+
+        def forward(self, x):
+            self.loss = F.mse_loss(x, self.target)
+            return x
+
+    def gram(x):
+        a, b, c, d = x.size()
+        f = x.view(a * b, c * d)
+        return torch.mm(f, f.t()).div(a * b * c * d)
+
+    class Normalization(nn.Module):
+        def __init__(self, mean, std):
+            super().__init__()
+            self.mean, self.std = mean, std
+
+        def forward(self, x):
+            return (x - self.mean) / self.std
+
+    class StyleLoss(nn.Module):
+        def __init__(self, target):
+            super().__init__()
+            self.target = gram(target).detach()
+
+        def forward(self, x):
+            self.loss = F.mse_loss(gram(x), self.target)
+            return x
+
+    torch.manual_seed(0)
+    cnn = load_vgg19(None).features.to(device).eval().requires_grad_(False)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(-1, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(-1, 1, 1)
+    content, style = images(size, device)
+    model = nn.Sequential()
+    model.add_module("norm", Normalization(mean, std))
+    content_losses, style_losses = [], []
+    deepest = max(vgg_layer_names(cnn).index(n) for n in [*CONTENT_LAYERS, *STYLE_LAYERS])
+    for name, layer in list(zip(vgg_layer_names(cnn), cnn, strict=True))[: deepest + 1]:
+        model.add_module(name, nn.ReLU(inplace=False) if isinstance(layer, nn.ReLU) else layer)
+        if name in CONTENT_LAYERS:
+            loss = ContentLoss(model(content))
+            model.add_module(f"content_{name}", loss)
+            content_losses.append(loss)
+        if name in STYLE_LAYERS:
+            loss = StyleLoss(model(style))
+            model.add_module(f"style_{name}", loss)
+            style_losses.append((loss, STYLE_LAYERS[name]))
+
+    def run(evaluations: int) -> float:
+        image = content.clone().requires_grad_(True)
+        optimizer = torch.optim.LBFGS([image])
+        count, last = [0], [0.0]
+
+        def closure():
+            with torch.no_grad():
+                image.clamp_(0, 1)
+            optimizer.zero_grad()
+            model(image)
+            total = (CONTENT_WEIGHT * sum(c.loss for c in content_losses)
+                     + STYLE_WEIGHT * sum(w * s.loss for s, w in style_losses))
+            total.backward()
+            count[0] += 1
+            if count[0] == evaluations:
+                last[0] = total.item()
+            return total
+
+        while count[0] < evaluations:
+            optimizer.step(closure)
+        return last[0], count[0]
+
+    return run
+
+
+def framework(size: int, device: str):
+    """task=style's module: the same VGG, layers and weights; returns a runner like `tutorial_loop`."""
+    from functools import partial
+
+    import torch
+
+    from lightning_modules.nets.vgg_features import VGGFeatures
+    from lightning_modules.style_transfer import StyleTransferModule
+
+    torch.manual_seed(0)
+    module = StyleTransferModule(
+        VGGFeatures(weights=None), partial(torch.optim.LBFGS, lr=1.0), CONTENT_LAYERS, STYLE_LAYERS,
+        content_weight=CONTENT_WEIGHT, style_weight=STYLE_WEIGHT, tv_weight=0.0, init="content",
+        progress_every=0,
+    ).to(device)
+    content, style = images(size, device)
+    sample = {"name": "astronaut", "content": content, "styles": [style], "style_names": ["coffee"],
+              "style_weights": torch.tensor([1.0])}
+
+    def run(evaluations: int) -> float:
+        module.iterations = [evaluations]
+        history = module.stylize(sample)["history"]
+        return history[evaluations - 1]["total"], len(history)
+
+    return run
+
+
+def measure(side: str, size: int, evaluations: int, repeats: int, device: str) -> dict:
+    """Run one side `repeats` times after a warm-up in this process; median seconds per evaluation."""
+    import statistics
+
+    import torch
+
+    run = {"tutorial": tutorial_loop, "framework": framework}[side](size, device)
+    run(2)
+    times, loss = [], 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        loss, done = run(evaluations)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) / done)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"side": side, "size": size, "s_per_eval": statistics.median(times), "loss": loss,
+            "peak_mib": peak}
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], lambda p: (
+        p.add_argument("--evaluations", type=int, default=50),
+        p.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512]),
+        p.add_argument("--measure", nargs=2, metavar=("SIDE", "SIZE"), help=argparse_hidden()),
+    ))
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.quick:
+        args.evaluations, args.sizes, args.repeats = 3, [32], 1
+    if args.measure:
+        side, size = args.measure
+        print(json.dumps(measure(side, int(size), args.evaluations, args.repeats, device)))
+        return
+    rows = []
+    for size in args.sizes:
+        results = {}
+        for side in ("tutorial", "framework"):
+            command = [sys.executable, __file__, "--measure", side, str(size), "--evaluations",
+                       str(args.evaluations), "--repeats", str(args.repeats)]
+            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            results[side] = json.loads(out.strip().splitlines()[-1])
+        for side, r in results.items():
+            rows.append({"size": size, "side": side, "s/eval": r["s_per_eval"],
+                         f"loss@{args.evaluations}": r["loss"], "peak MiB": r["peak_mib"]})
+        ratio = results["tutorial"]["s_per_eval"] / results["framework"]["s_per_eval"]
+        print(f"ratio (tutorial time / task=style time) at {size}px: {ratio:.2f}")
+    print_table(f"Style transfer, {args.evaluations} L-BFGS evaluations ({machine_description()})", rows)
+
+
+def argparse_hidden() -> str:
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    main()
