@@ -9,7 +9,7 @@ import run
 
 def test_trainer_ddp_selects_the_ddp_strategy_with_two_devices(make_config):
     cfg = make_config("trainer=ddp")
-    assert cfg.trainer.strategy._target_ == "pytorch_lightning.strategies.DDPStrategy"
+    assert cfg.trainer.strategy._target_ == "lightning_modules.strategies.DDPStrategy"
     assert cfg.trainer.devices == 2
 
 
