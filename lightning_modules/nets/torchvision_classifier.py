@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
 from torch import nn
+from torchvision.models import WeightsEnum
 
 
 class TorchvisionClassifier(nn.Module):
@@ -50,7 +52,7 @@ def build_classifier(
         raise ValueError(
             f"Unknown torchvision model {name!r}. Choose model.name from: {', '.join(available)}"
         )
-    if weights is not None and _is_path(weights):
+    if weights is not None and is_weights_file(weights):
         model = torchvision.models.get_model(name, weights=None)
         model.load_state_dict(load_state_dict(weights))
     else:
@@ -61,29 +63,40 @@ def build_classifier(
     return TorchvisionClassifier(model, freeze_backbone)
 
 
-def _is_path(weights: str) -> bool:
+def is_weights_file(weights: str) -> bool:
+    """Whether a `weights` setting names a local file rather than torchvision weights."""
     return Path(weights).suffix in {".pth", ".pt", ".ckpt", ".bin"} or Path(weights).exists()
 
 
 def _get_model_with_weights(name: str, weights: str | None) -> nn.Module:
-    if weights is None:
-        return torchvision.models.get_model(name, weights=None)
+    resolved = resolve_weights(name, weights) if weights is not None else None
+    return get_model_or_explain(name, weights=resolved)
+
+
+def resolve_weights(name: str, weights: str) -> WeightsEnum:
+    """The member `weights` (`DEFAULT`, `IMAGENET1K_V2`, ...) of torchvision model `name`'s weights."""
     try:
-        enum = torchvision.models.get_model_weights(name)
-        resolved = enum.verify(weights)
+        return torchvision.models.get_model_weights(name).verify(weights)
     except (KeyError, ValueError) as err:
         names = ["DEFAULT"] + [w.name for w in torchvision.models.get_model_weights(name)]
         raise ValueError(
             f"Unknown weights {weights!r} for {name}. Choose one of {names} or a local .pth file."
         ) from err
+
+
+def get_model_or_explain(name: str, **kwargs: Any) -> nn.Module:
+    """torchvision's `get_model`; a failed weights download says which file to put where instead."""
     try:
-        return torchvision.models.get_model(name, weights=resolved)
+        return torchvision.models.get_model(name, **kwargs)
     except (OSError, RuntimeError) as err:  # URLError is an OSError
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(resolved.url).name
+        wanted = [(key, w) for key, w in kwargs.items() if isinstance(w, WeightsEnum)]
+        hints = "; ".join(
+            f"copy {w.url} to {Path(torch.hub.get_dir()) / 'checkpoints' / Path(w.url).name} "
+            f"(or set model.{key} to a local state-dict file)" for key, w in wanted
+        )
         raise RuntimeError(
-            f"Could not download the {resolved} weights for {name} ({err}). On a machine "
-            f"without internet, copy {resolved.url} to {cache}, or set model.weights to a "
-            f"local state-dict file."
+            f"Could not download the weights for {name} ({err}). On a machine without internet, "
+            f"{hints}."
         ) from err
 
 
@@ -106,7 +119,8 @@ def _last_linear_name(model: nn.Module) -> str:
     return names[-1]
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule at dotted path `name` by `module`."""
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
@@ -116,7 +130,7 @@ def replace_head(model: nn.Module, num_classes: int) -> None:
     name = _last_linear_name(model)
     head = model.get_submodule(name)
     if head.out_features != num_classes:
-        _set_submodule(model, name, nn.Linear(head.in_features, num_classes, bias=head.bias is not None))
+        set_submodule(model, name, nn.Linear(head.in_features, num_classes, bias=head.bias is not None))
 
 
 def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
@@ -131,4 +145,4 @@ def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
         new.weight.copy_(mean_filter.repeat(1, in_channels, 1, 1) * 3 / in_channels)
         if conv.bias is not None:
             new.bias.copy_(conv.bias)
-    _set_submodule(model, name, new)
+    set_submodule(model, name, new)
