@@ -43,6 +43,8 @@ class SegmentationModule(SupervisedTask):
         compile: bool = False,
     ) -> None:
         super().__init__(net, optimizer, scheduler, compile)
+        if class_weights is not None:  # a plain list, which checkpoints can store and load safely
+            class_weights = [float(w) for w in class_weights]
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"task.class_weights has {len(class_weights)} entries for "

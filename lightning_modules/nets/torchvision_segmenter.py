@@ -42,7 +42,8 @@ def build_segmenter(
     if weights is not None and is_weights_file(weights):
         state = load_state_dict(weights)
         options["aux_loss"] = has_aux and any(key.startswith("aux_classifier.") for key in state)
-        model = torchvision.models.get_model(name, weights=None, num_classes=_classes_in(state), **options)
+        model = torchvision.models.get_model(name, weights=None, weights_backbone=None,
+                                             num_classes=_classes_in(state), **options)
         model.load_state_dict(state)
     elif weights is not None:
         model = get_model_or_explain(name, weights=resolve_weights(name, weights), **options)
