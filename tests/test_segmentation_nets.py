@@ -42,7 +42,8 @@ def test_auxiliary_head_can_be_left_out():
 
 
 def test_full_model_weights_load_from_a_local_file_and_the_head_is_replaced(tmp_path):
-    source = torchvision.models.get_model("deeplabv3_mobilenet_v3_large", num_classes=21, aux_loss=True)
+    source = torchvision.models.get_model("deeplabv3_mobilenet_v3_large", num_classes=21, aux_loss=True,
+                                          weights_backbone=None)
     path = tmp_path / "deeplabv3.pth"
     torch.save(source.state_dict(), path)
     net = build_segmenter("deeplabv3_mobilenet_v3_large", num_classes=4, weights=str(path))
