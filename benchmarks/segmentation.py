@@ -1,6 +1,6 @@
 """Training throughput of segmentation: run.py's composed Lightning run against a hand-written loop.
 
-    python benchmarks/segmentation.py [--quick] [--repeats 5] [--size 256] [--batch-size 8]
+    python benchmarks/segmentation.py [--quick] [--repeats 5] [--size 256] [--batch-size 8] [--set K=V ...]
 
 Both sides train the same network on the same digit-scene batches (upscaled to --size) with the
 same Adam optimizer and loss; the Lightning side adds everything run.py composes (Trainer,
@@ -63,6 +63,7 @@ def compose(model: str, args, output_dir: Path):
         "~callbacks.rich_model_summary", "~callbacks.rich_progress_bar", "~callbacks.early_stopping",
         "+callbacks.step_timer._target_=benchmarks.segmentation.StepTimer",
         f"+callbacks.step_timer.warmup={args.warmup}",
+        *args.set,
     ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         parser.add_argument("--batch-size", type=int, default=8)
         parser.add_argument("--steps", type=int, default=30)
         parser.add_argument("--warmup", type=int, default=5)
+        parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                            help="extra run.py overrides for both sides, e.g. model.base_width=32")
 
     args = parse_args("Segmentation training throughput: run.py vs a plain loop.", extra, argv)
     if args.quick:

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_segmentation_benchmark_quick_prints_both_throughputs_and_their_ratio():
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "segmentation.py"), "--quick", "--repeats", "1",
-         "--models", "unet"],
+         "--models", "unet", "--set", "model.base_width=4", "model.depth=2"],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
