@@ -24,13 +24,14 @@ def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
 class ConfusionMatrixLogger(pl.Callback):
     """Accumulates a dataset-wide confusion matrix (synced across processes) and logs it."""
 
-    def __init__(self, max_annotated_classes: int = 20) -> None:
+    def __init__(self, max_annotated_classes: int = 20, ignore_index: int | None = None) -> None:
         self.max_annotated_classes = max_annotated_classes
+        self.ignore_index = ignore_index
         self.matrix: MulticlassConfusionMatrix | None = None
 
     def _start(self, pl_module: pl.LightningModule) -> None:
         if self.matrix is None:
-            self.matrix = MulticlassConfusionMatrix(pl_module.num_classes)
+            self.matrix = MulticlassConfusionMatrix(pl_module.num_classes, ignore_index=self.ignore_index)
         self.matrix = self.matrix.to(pl_module.device)
         self.matrix.reset()
 

@@ -1,4 +1,4 @@
-"""What every classification datamodule shares: splits, loaders and the class-count check."""
+"""What every datamodule shares: splits, loaders and the class-count check."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def stratified_split(
     return np.sort(kept), np.sort(held_out)
 
 
-class ClassificationDataModule(pl.LightningDataModule):
+class VisionDataModule(pl.LightningDataModule):
     """Subclasses implement `build_datasets` and set `classes`, `mean` and `std`."""
 
     mean: tuple[float, ...]
@@ -72,6 +72,10 @@ class ClassificationDataModule(pl.LightningDataModule):
                 f"{len(self.classes)} classes ({shown}). Set data.num_classes={len(self.classes)}."
             )
 
+    def collate_fn(self, split: str) -> Callable | None:
+        """How a split's samples become a batch; None: PyTorch's default stacking."""
+        return None
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         assert self.datasets is not None, "setup() must run before the loaders are asked for"
         return DataLoader(
@@ -82,6 +86,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             drop_last=False,
+            collate_fn=self.collate_fn(split),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -92,6 +97,9 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+ClassificationDataModule = VisionDataModule  # the name classification datamodules know it by
 
 
 class TorchvisionDataModule(ClassificationDataModule):

@@ -1,10 +1,11 @@
-"""Image transforms as torchvision's references and the seed tutorials use them (transforms.v2)."""
+"""Image and joint image+mask transforms as torchvision's references use them (transforms.v2)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -44,3 +45,34 @@ def resize_crop_eval(
         v2.ToImage(), v2.Resize(resize_size, antialias=True), v2.CenterCrop(image_size),
         v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
     ])
+
+
+def segmentation_train(
+    crop_size: int,
+    base_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    scale_range: Sequence[float] = (0.5, 2.0),
+    hflip: bool = True,
+    ignore_index: int = 255,
+) -> v2.Compose:
+    """torchvision's segmentation reference: random scale, flip, crop padded with `ignore_index`.
+
+    Takes a `tv_tensors.Image` and a `tv_tensors.Mask` together: both get the same geometry,
+    and v2 resizes masks with nearest interpolation so class indices stay class indices.
+    """
+    low, high = (int(round(s * base_size)) for s in scale_range)
+    steps = [v2.RandomResize(low, max(high, low + 1), antialias=True)]
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps += [
+        v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Mask: ignore_index, "others": 0}),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean, std),
+    ]
+    return v2.Compose(steps)
+
+
+def segmentation_eval(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """Full resolution, no crop: only scaling to [0, 1] and normalisation (masks pass untouched)."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])

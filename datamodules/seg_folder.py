@@ -1,0 +1,58 @@
+"""Any folder of images and masks: `<split>/images/<name>.<ext>` with `<split>/masks/<name>.png`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from datamodules.segmentation import Pairs, SegmentationDataModule, held_out_split
+from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+def find_pairs(split_dir: Path, mask_suffix: str = ".png") -> Pairs:
+    """Every image of `split_dir/images` with the mask of the same name in `split_dir/masks`."""
+    images = sorted(p for p in (split_dir / "images").iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+    return [(image, split_dir / "masks" / f"{image.stem}{mask_suffix}") for image in images]
+
+
+class SegFolderDataModule(SegmentationDataModule):
+    """`train/` is required; `val/` and `test/` are optional (held out of train, or val reused).
+
+    Mask values are class indices (0 .. num_classes-1) or the ignore index; every mask is checked.
+    """
+
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
+
+    def __init__(
+        self,
+        root: str,
+        classes: Sequence[str] | None = None,
+        mask_suffix: str = ".png",
+        val_fraction: float = 0.1,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.root = Path(root).expanduser()
+        self.class_names = list(classes) if classes else None
+        self.mask_suffix = mask_suffix
+        self.val_fraction = val_fraction
+
+    def build_datasets(self) -> dict[str, Dataset]:
+        if not (self.root / "train" / "images").is_dir():
+            raise FileNotFoundError(
+                f"No folder {self.root / 'train' / 'images'}. A segmentation folder needs "
+                "<root>/train/images/<name>.jpg with <root>/train/masks/<name>.png (and optionally "
+                "val/ and test/ alike): set data.root."
+            )
+        self.classes = self.class_names or [str(i) for i in range(self.num_classes)]
+        pairs = {split: find_pairs(self.root / split, self.mask_suffix)
+                 for split in ("train", "val", "test") if (self.root / split / "images").is_dir()}
+        if "val" not in pairs:
+            pairs.update(held_out_split(pairs["train"], self.val_fraction, self.split_seed))
+        pairs.setdefault("test", pairs["val"])
+        return self.file_datasets(pairs)

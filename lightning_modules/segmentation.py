@@ -1,0 +1,86 @@
+"""Semantic segmentation: any network mapping images to per-pixel class logits (or torchvision's dict)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
+
+from lightning_modules.losses import SegmentationLoss
+from lightning_modules.supervised import SupervisedTask
+
+Output = torch.Tensor | Mapping[str, torch.Tensor]
+
+
+def main_logits(output: Output) -> torch.Tensor:
+    """The logits of a network's output: the tensor itself, or torchvision's `out` entry."""
+    return output["out"] if isinstance(output, Mapping) else output
+
+
+class SegmentationModule(SupervisedTask):
+    """Cross-entropy and/or Dice per pixel (plus the auxiliary head's loss); mIoU, pixel accuracy, Dice.
+
+    Metrics accumulate a confusion over the whole dataset of each stage; `ignore_index` pixels
+    count nowhere, and classes absent from both target and prediction are left out of the means.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: Callable[..., Optimizer],
+        scheduler: dict[str, Any] | None = None,
+        ignore_index: int = 255,
+        ce_weight: float = 1.0,
+        dice_weight: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+        aux_weight: float = 0.5,
+        compile: bool = False,
+    ) -> None:
+        super().__init__(net, optimizer, scheduler, compile)
+        if class_weights is not None:  # a plain list, which checkpoints can store and load safely
+            class_weights = [float(w) for w in class_weights]
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(f"task.class_weights has {len(class_weights)} entries for "
+                             f"{num_classes} classes: give one weight per class.")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.aux_weight = aux_weight
+        self.loss = SegmentationLoss(ce_weight, dice_weight, class_weights, ignore_index)
+        self.setup_metrics()
+
+    def make_metrics(self) -> MetricCollection:
+        options = {"num_classes": self.num_classes, "ignore_index": self.ignore_index}
+        return MetricCollection({
+            "miou": MulticlassJaccardIndex(average="macro", **options),
+            "pixel_acc": MulticlassAccuracy(average="micro", **options),
+            "dice": MulticlassF1Score(average="macro", **options),
+        })
+
+    def forward(self, x: torch.Tensor) -> Output:
+        output = self.net(x)
+        logits = main_logits(output)
+        if logits.ndim != 4 or logits.shape[1] != self.num_classes or logits.shape[-2:] != x.shape[-2:]:
+            raise ValueError(
+                f"The network returned logits of shape {tuple(logits.shape)} for images of shape "
+                f"{tuple(x.shape)}; expected (batch, {self.num_classes}, {x.shape[-2]}, "
+                f"{x.shape[-1]}): does model.num_classes match data.num_classes?"
+            )
+        return output
+
+    def compute_loss(self, output: Output, target: torch.Tensor) -> torch.Tensor:
+        loss = self.loss(main_logits(output), target)
+        aux = output.get("aux") if isinstance(output, Mapping) else None
+        if aux is not None and self.aux_weight:
+            loss = loss + self.aux_weight * self.loss(aux, target)
+        return loss
+
+    def predictions(self, output: Output) -> torch.Tensor:
+        """The predicted class of every pixel."""
+        return main_logits(output).argmax(dim=1)
