@@ -201,3 +201,12 @@ def test_an_image_styled_alone_equals_the_same_image_styled_by_two_ddp_processes
     a = np.asarray(Image.open(tmp_path / "alone" / "stylized" / name), dtype=np.int16)
     b = np.asarray(Image.open(tmp_path / "ddp" / "stylized" / name), dtype=np.int16)
     assert np.abs(a - b).max() <= 2  # 8-bit PNGs of the same result, up to float summation order
+
+
+def test_local_vgg19_weights_file_is_loaded_whole_or_features_only(tmp_path):
+    full = torchvision.models.vgg19()
+    torch.save(full.state_dict(), tmp_path / "vgg19.pth")
+    torch.save(full.features.state_dict(), tmp_path / "vgg19_features.pth")
+    for name in ("vgg19.pth", "vgg19_features.pth"):
+        net = VGGFeatures(weights=str(tmp_path / name), layers=["relu5_1"])
+        torch.testing.assert_close(net.features[28].weight, full.features[28].weight)

@@ -6,8 +6,8 @@ import logging
 import warnings
 
 import torch
-import torchvision
 from torch import nn
+from torchvision.models.vgg import cfgs, make_layers
 
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lightning_modules.nets.torchvision_classifier import (
@@ -37,15 +37,28 @@ def vgg_layer_names(features: nn.Sequential) -> list[str]:
     return names
 
 
-def load_vgg19(weights: str | None) -> nn.Module:
-    """torchvision's VGG19 with `weights` (DEFAULT, a weights name or a local file); random if unavailable."""
+def random_vgg19_features() -> nn.Sequential:
+    """VGG19's `features` initialised as torchvision does, without building the large classifier."""
+    features = make_layers(cfgs["E"])
+    for module in features:
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+    return features
+
+
+def load_vgg19_features(weights: str | None) -> nn.Sequential:
+    """VGG19 `features` with `weights` (DEFAULT, a weights name or a local file); random if unavailable."""
     if weights is not None and is_weights_file(weights):
-        model = torchvision.models.vgg19(weights=None)
-        model.load_state_dict(load_state_dict(weights))
-        return model
+        state = load_state_dict(weights)
+        if any(key.startswith("features.") for key in state):  # a whole VGG19 state dict
+            state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+        features = random_vgg19_features()
+        features.load_state_dict(state)
+        return features
     if weights is not None:
         try:
-            return get_model_or_explain("vgg19", weights=resolve_weights("vgg19", weights))
+            return get_model_or_explain("vgg19", weights=resolve_weights("vgg19", weights)).features
         except RuntimeError as err:
             reason = str(err)
     else:
@@ -56,7 +69,7 @@ def load_vgg19(weights: str | None) -> nn.Module:
     )
     log.warning(message)
     warnings.warn(message, stacklevel=2)
-    return torchvision.models.vgg19(weights=None)
+    return random_vgg19_features()
 
 
 class VGGFeatures(nn.Module):
@@ -67,7 +80,7 @@ class VGGFeatures(nn.Module):
         super().__init__()
         if pooling not in ("max", "avg"):
             raise ValueError(f"model.pooling must be 'max' or 'avg', not {pooling!r}.")
-        features = load_vgg19(weights).features
+        features = load_vgg19_features(weights)
         self.all_names = vgg_layer_names(features)
         stack = []
         for module in features:
