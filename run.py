@@ -83,8 +83,8 @@ def print_config_tree(cfg: DictConfig) -> None:
     rich.print(tree)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Instantiate everything from `cfg`, fit, test the best checkpoint; return the final metrics."""
+def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
+    """Seed, then instantiate the datamodule, task (with its network) and trainer of `cfg`."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
@@ -106,7 +106,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return datamodule, module, trainer
 
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Instantiate everything from `cfg`, fit, test the best checkpoint; return the final metrics."""
+    datamodule, module, trainer = build(cfg)
     metrics: dict[str, float] = {}
     if cfg.train:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
