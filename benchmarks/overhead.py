@@ -33,6 +33,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     """Steps per measurement and warm-up steps."""
     parser.add_argument("--steps", type=int, default=16, help="measured training steps")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured first steps")
+    parser.add_argument("--case", choices=list(CASES), action="append",
+                        help="measure only this case (repeatable); default: all")
 
 
 def compose(overrides: list[str], output_dir: Path) -> Any:
@@ -123,11 +125,12 @@ def main() -> None:
     import torch
 
     args = parse_args(__doc__.splitlines()[0], add_options)
-    extra, cases = [], CASES
+    extra = []
+    cases = {name: CASES[name] for name in args.case or CASES}
     if args.quick:
         args.steps, args.warmup, args.repeats = 2, 1, 1
         extra = ["data.batch_size=16"]
-        cases = dict(list(CASES.items())[:1])
+        cases = {name: cases[name] for name in list(cases)[:1]}
     threads = torch.get_num_threads()
     print(f"Machine: {machine_description()}; torch threads (both sides): {threads}")
     print("Disabled in the framework run: " + "; ".join(DISABLED.values()))
