@@ -103,9 +103,8 @@ def measure(name: str, overrides: list[str], args: argparse.Namespace, work: Pat
     runs = iter(range(10**6))
 
     def framework() -> float:
-        last = args.warmup + args.steps + 1  # validation runs after it, outside the timed steps
-        stop = [f"trainer.max_steps={last}", f"+trainer.val_check_interval={last}"]
-        cfg = compose([*overrides, *stop], work / f"run{next(runs)}")
+        stop = f"trainer.max_steps={args.warmup + args.steps + 1}"
+        cfg = compose([*overrides, stop], work / f"run{next(runs)}")
         return framework_seconds(cfg, args.warmup, args.steps)
 
     def plain() -> float:
