@@ -5,7 +5,8 @@ realistic JPEGs is generated in a temporary folder: crops of scikit-image's samp
 rescaled to 300-800 px, a few grayscale and CMYK. Every loader reads the same training images with
 the same v2 transforms (resize 256, random crop 224, flip, normalise), batch size and workers
 (= cores); they differ only in decoding:
-- datamodule: `datamodules.image_files.read_image`, Pillow with JPEG draft mode (DCT scaling);
+- datamodule: `datamodules.image_files.read_image`: Pillow's JPEG draft mode (DCT scaling) for
+  JPEGs at least twice the resize size, torchvision.io for other JPEGs, Pillow for the rest;
 - ImageFolder: torchvision's default loader, Pillow decoding at full size (the baseline);
 - torchvision.io: `decode_image` into a tensor at full size.
 Each figure is the median, over `--repeats` interleaved epochs after a warm-up epoch, of one epoch.
@@ -110,7 +111,7 @@ def main() -> None:
         loaders = {
             "ImageFolder (PIL)": loader(folder),
             "torchvision.io": loader(TensorDecodedImages(train_samples, transform)),
-            "datamodule (PIL draft)": datamodule.train_dataloader(),
+            "datamodule (read_image)": datamodule.train_dataloader(),
         }
         seconds = interleaved_medians(
             {name: lambda dl=dl: sum(1 for _ in dl) for name, dl in loaders.items()}, args.repeats)
@@ -121,7 +122,7 @@ def main() -> None:
                     {"loader": name, "images/s": rate, "vs ImageFolder": rate / baseline}
                     for name, rate in rates.items()])
     print(f"ratio datamodule/ImageFolder [training loader]: "
-          f"{rates['datamodule (PIL draft)'] / baseline:.3f} (target >= 1)")
+          f"{rates['datamodule (read_image)'] / baseline:.3f} (target >= 1)")
 
 
 if __name__ == "__main__":
