@@ -82,13 +82,11 @@ def print_config_tree(cfg: DictConfig) -> None:
     rich.print(tree)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Instantiate everything from `cfg`, fit, test the best checkpoint; return the final metrics."""
+def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
+    """Seed, then instantiate the datamodule, task (with its network) and trainer of `cfg`."""
     import pytorch_lightning as pl
     import torch
     from hydra.utils import instantiate
-
-    from callbacks.hparams import log_hyperparameters_with_metrics
 
     check_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
@@ -108,10 +106,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         progress_bar=cfg.trainer.get("enable_progress_bar", True),
     )
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, module, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Instantiate everything from `cfg`, fit, test the best checkpoint; return the final metrics."""
+    from callbacks.hparams import log_hyperparameters_with_metrics
+
+    datamodule, module, trainer = build(cfg)
     hyperparameters = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
         logger.log_hyperparams(hyperparameters)
-
     metrics: dict[str, float] = {}
     if cfg.train:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)

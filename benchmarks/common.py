@@ -55,6 +55,15 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 5,
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def interleaved_self_timed(fns: dict[str, Callable[[], float]], repeats: int = 5) -> dict[str, float]:
+    """Median of the seconds each function returns (timing itself, warm-up excluded), alternating them."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(fn())
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def print_table(title: str, rows: list[dict[str, object]]) -> None:
     """Print result rows (dicts with the same keys) as a rich table."""
     from rich.console import Console

@@ -25,6 +25,11 @@ def test_default_run_trains_and_tests_on_digits_and_writes_metrics(make_config, 
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def test_a_run_stopped_by_max_steps_mid_epoch_still_tests(make_config):
+    metrics = run.train(make_config("trainer.limit_train_batches=5", "trainer.max_steps=2"))
+    assert "test/acc" in metrics
+
+
 DATASETS = {
     "mnist": lambda root: [f"data.root={write_mnist(root)}", "data.val_size=10"],
     "cifar10": lambda root: [f"data.root={write_cifar10(root)}", "data.verify_checksums=false",

@@ -1,0 +1,129 @@
+"""Input pipeline: training images/s of the MIT67 datamodule's loader against torchvision ImageFolder.
+
+A MIT67-format folder (`Images/<class>/<file>.jpg`, `TrainImages.txt`, `TestImages.txt`) of
+realistic JPEGs is generated in a temporary folder: crops of scikit-image's sample photographs
+rescaled to 300-800 px, a few grayscale and CMYK. Every loader reads the same training images with
+the same v2 transforms (resize 256, random crop 224, flip, normalise), batch size and workers
+(= cores); they differ only in decoding:
+- datamodule: `datamodules.image_files.read_image`: Pillow's JPEG draft mode (DCT scaling) for
+  JPEGs at least twice the resize size, torchvision.io for other JPEGs, Pillow for the rest;
+- ImageFolder: torchvision's default loader, Pillow decoding at full size (the baseline);
+- torchvision.io: `decode_image` into a tensor at full size.
+Each figure is the median, over `--repeats` interleaved epochs after a warm-up epoch, of one epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from common import interleaved_medians, machine_description, parse_args, print_table
+from PIL import Image
+from skimage import data as samples
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import ImageFolder
+from torchvision.io import ImageReadMode, decode_image
+
+from datamodules.mit67 import MIT67DataModule
+from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_crop_train
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
+          "immunohistochemistry", "retina", "colorwheel")
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Dataset size and loader settings."""
+    parser.add_argument("--images", type=int, default=480, help="generated JPEGs")
+    parser.add_argument("--classes", type=int, default=8, help="class folders")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+
+
+def write_mit67_jpegs(root: Path, images: int, classes: int, seed: int = 0) -> Path:
+    """A MIT67-format folder of `images` JPEGs (300-800 px crops of sample photos); returns root."""
+    rng = np.random.default_rng(seed)
+    photos = [Image.fromarray(getattr(samples, name)()) for name in PHOTOS]
+    lines = []
+    for i in range(images):
+        photo = photos[i % len(photos)]
+        w, h = photo.size
+        cw, ch = (int(s * rng.uniform(0.5, 1.0)) for s in (w, h))
+        left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        long_side = int(rng.integers(300, 801))
+        scale = long_side / max(cw, ch)
+        image = photo.crop((left, top, left + cw, top + ch)).resize(
+            (max(1, round(cw * scale)), max(1, round(ch * scale))), Image.Resampling.BICUBIC)
+        if i % 20 == 7:
+            image = image.convert("L")
+        elif i % 20 == 13:
+            image = image.convert("CMYK")
+        entry = f"class{i % classes:02d}/img{i:05d}.jpg"
+        (root / "Images" / entry).parent.mkdir(parents=True, exist_ok=True)
+        image.save(root / "Images" / entry, "JPEG", quality=int(rng.integers(75, 96)))
+        lines.append(entry)
+    cut = int(0.8 * len(lines))
+    (root / "TrainImages.txt").write_text("\n".join(lines[:cut]) + "\n")
+    (root / "TestImages.txt").write_text("\n".join(lines[cut:]) + "\n")
+    return root
+
+
+class TensorDecodedImages(Dataset):
+    """(path, label) samples decoded by `torchvision.io.decode_image` into RGB tensors."""
+
+    def __init__(self, samples: list[tuple[Path, int]], transform: Any) -> None:
+        self.samples, self.transform = samples, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        return self.transform(decode_image(str(path), mode=ImageReadMode.RGB)), label
+
+
+def main() -> None:
+    """Build the three loaders, time their epochs interleaved, print images/s and the ratio."""
+    args = parse_args(__doc__.splitlines()[0], add_options)
+    if args.quick:
+        args.images, args.classes, args.repeats = 48, 4, 1
+    print(f"Machine: {machine_description()}; loader workers: {args.workers}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_mit67_jpegs(Path(tmp), args.images, args.classes)
+        datamodule = MIT67DataModule(
+            str(root), num_classes=args.classes, channels=3, image_size=224, resize_size=256,
+            batch_size=args.batch_size, num_workers=args.workers, persistent_workers=True,
+        )
+        datamodule.setup("fit")
+        train_samples = datamodule.datasets["train"].samples
+        transform = resize_crop_train(224, 256, IMAGENET_MEAN, IMAGENET_STD)
+        folder = ImageFolder(str(root / "Images"), transform=transform)
+        folder.samples = [(str(path), label) for path, label in train_samples]
+
+        def loader(dataset: Dataset) -> DataLoader:
+            return DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
+                              num_workers=args.workers, persistent_workers=args.workers > 0)
+
+        loaders = {
+            "ImageFolder (PIL)": loader(folder),
+            "torchvision.io": loader(TensorDecodedImages(train_samples, transform)),
+            "datamodule (read_image)": datamodule.train_dataloader(),
+        }
+        seconds = interleaved_medians(
+            {name: lambda dl=dl: sum(1 for _ in dl) for name, dl in loaders.items()}, args.repeats)
+    rates = {name: len(train_samples) / s for name, s in seconds.items()}
+    baseline = rates["ImageFolder (PIL)"]
+    print_table(f"Training loader, {len(train_samples)} images, batch {args.batch_size}, "
+                f"median of {args.repeats} epochs", [
+                    {"loader": name, "images/s": rate, "vs ImageFolder": rate / baseline}
+                    for name, rate in rates.items()])
+    print(f"ratio datamodule/ImageFolder [training loader]: "
+          f"{rates['datamodule (read_image)'] / baseline:.3f} (target >= 1)")
+
+
+if __name__ == "__main__":
+    main()

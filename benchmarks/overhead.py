@@ -1,0 +1,151 @@
+"""Framework overhead: training images/s of a run.py classification run against a plain PyTorch loop.
+
+Both sides train the same network on the same DataLoader with the same optimizer and batch size,
+in the same process and torch thread count. The framework side is run.py's own config (Lightning
+Trainer, default callbacks, TensorBoard logger, torchmetrics) built by `run.build`; the plain side
+is the textbook zero_grad / forward / cross-entropy / backward / step loop. Each side times
+`--steps` steps after `--warmup` unmeasured ones; repeats alternate the two sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from common import interleaved_self_timed, machine_description, parse_args, print_table
+
+# Left out of the framework side, and why: a run whose output goes to a file or pipe does not
+# want a progress bar redrawn at every step.
+DISABLED = {"~callbacks.rich_progress_bar": "rich progress bar (output is not a terminal)"}
+
+CASES = {
+    "small CNN, digits": ["data=digits", "model=mnist_cnn"],
+    "ResNet-18, 32x32 synthetic": ["data=cifar10", "model=resnet18", "data.val_size=100",
+                                   "data.root={data_dir}", "data.verify_checksums=false"],
+}
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Steps per measurement and warm-up steps."""
+    parser.add_argument("--steps", type=int, default=16, help="measured training steps")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured first steps")
+    parser.add_argument("--case", choices=list(CASES), action="append",
+                        help="measure only this case (repeatable); default: all")
+
+
+def compose(overrides: list[str], output_dir: Path) -> Any:
+    """run.py's config for `overrides` on the CPU, writing under `output_dir`."""
+    from tests.conftest import compose_config
+
+    return compose_config(
+        ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", *DISABLED, *overrides],
+        output_dir,
+    )
+
+
+class StepTimer(pl.Callback):
+    """The time between the starts of training steps `first` and `last`."""
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first, self.last = first, last
+        self.marks: dict[int, float] = {}
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step in (self.first, self.last):
+            self.marks[trainer.global_step] = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        """Seconds from the start of step `first` to the start of step `last`."""
+        return self.marks[self.last] - self.marks[self.first]
+
+
+def framework_seconds(cfg: Any, warmup: int, steps: int) -> float:
+    """Seconds for `steps` training steps of run.py's trainer (max_steps > warmup + steps)."""
+    import run
+
+    datamodule, module, trainer = run.build(cfg)
+    timer = StepTimer(warmup, warmup + steps)
+    trainer.callbacks.append(timer)
+    trainer.fit(module, datamodule=datamodule)
+    return timer.seconds
+
+
+def plain_seconds(cfg: Any, warmup: int, steps: int) -> float:
+    """Seconds for `steps` steps of a hand-written loop over the same data, network and optimizer."""
+    import torch.nn.functional as F
+    from hydra.utils import instantiate
+
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    net = instantiate(cfg.model)
+    net.train()
+    optimizer = instantiate(cfg.optimizer)(net.parameters())
+    start = 0.0
+    for step, (x, y) in enumerate(datamodule.train_dataloader()):
+        if step == warmup:
+            start = time.perf_counter()
+        if step == warmup + steps:
+            return time.perf_counter() - start
+        optimizer.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    raise ValueError(f"One epoch has fewer than {warmup + steps + 1} batches: lower --steps.")
+
+
+def measure(name: str, overrides: list[str], args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Images/s of both sides for one case, and their ratio."""
+    runs = iter(range(10**6))
+
+    def framework() -> float:
+        stop = f"trainer.max_steps={args.warmup + args.steps + 1}"
+        cfg = compose([*overrides, stop], work / f"run{next(runs)}")
+        return framework_seconds(cfg, args.warmup, args.steps)
+
+    def plain() -> float:
+        return plain_seconds(compose(overrides, work / "plain"), args.warmup, args.steps)
+
+    batch_size = compose(overrides, work / "plain").data.batch_size
+    seconds = interleaved_self_timed({"plain": plain, "framework": framework}, args.repeats)
+    rates = {side: args.steps * batch_size / s for side, s in seconds.items()}
+    return {
+        "case": name, "batch": batch_size, "plain img/s": rates["plain"],
+        "framework img/s": rates["framework"], "ratio": rates["framework"] / rates["plain"],
+    }
+
+
+def main() -> None:
+    """Measure every case and print the table and one ratio line per case."""
+    import torch
+
+    args = parse_args(__doc__.splitlines()[0], add_options)
+    extra = []
+    cases = {name: CASES[name] for name in args.case or CASES}
+    if args.quick:
+        args.steps, args.warmup, args.repeats = 2, 1, 1
+        extra = ["data.batch_size=16"]
+        cases = {name: cases[name] for name in list(cases)[:1]}
+    threads = torch.get_num_threads()
+    print(f"Machine: {machine_description()}; torch threads (both sides): {threads}")
+    print("Disabled in the framework run: " + "; ".join(DISABLED.values()))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        from tests.classification_fakes import write_cifar10
+
+        write_cifar10(work / "data", per_batch=80 if args.quick else 600, n_test=20)
+        for name, overrides in cases.items():
+            overrides = [o.format(data_dir=work / "data") for o in overrides] + extra
+            rows.append(measure(name, overrides, args, work))
+            print(f"ratio framework/plain [{name}]: {rows[-1]['ratio']:.3f} (target >= 0.95)")
+    print_table(f"Training throughput, {args.steps} steps after {args.warmup} warm-up, "
+                f"median of {args.repeats}", rows)
+
+
+if __name__ == "__main__":
+    main()
