@@ -189,8 +189,10 @@ def main() -> None:
         for side in ("tutorial", "framework"):
             command = [sys.executable, __file__, "--measure", side, str(size), "--evaluations",
                        str(args.evaluations), "--repeats", str(args.repeats)]
-            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            results[side] = json.loads(out.strip().splitlines()[-1])
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"{side} at {size}px failed:\n{done.stderr[-3000:]}")
+            results[side] = json.loads(done.stdout.strip().splitlines()[-1])
         for side, r in results.items():
             rows.append({"size": size, "side": side, "s/eval": r["s_per_eval"],
                          f"loss@{args.evaluations}": r["loss"], "peak MiB": r["peak_mib"]})

@@ -66,7 +66,7 @@ def load_source(source: str, size: int, min_size: int) -> torch.Tensor:
             f"Image {source} is {image.shape[-1]}x{image.shape[-2]} pixels; VGG's deepest layers need "
             f"at least {min_size} pixels on each side. Use a larger image."
         )
-    return resize_longer_side(image.unsqueeze(0).float() / 255.0, size)
+    return resize_longer_side(image.unsqueeze(0).float() / 255.0, size).contiguous()
 
 
 class StylePairs(Dataset):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,18 +153,23 @@ class StyleTransferModule(pl.LightningModule):
                        history: list[dict[str, float]], snapshots: list[tuple[int, torch.Tensor]]
                        ) -> torch.Tensor:
         """Run `evaluations` loss evaluations from `image` at one scale; append to the history."""
-        image = image.detach().clone().requires_grad_(True)
+        # Contiguous, so that L-BFGS can flatten the gradient whatever layout the input had.
+        image = image.detach().contiguous().clone().requires_grad_(True)
         optimizer = self.make_optimizer(image, evaluations)
         first = len(history)
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
             losses = self.losses(image, targets)
-            if not torch.isfinite(losses["total"]):
-                raise FloatingPointError(f"the loss became {losses['total'].item()} at evaluation "
-                                         f"{len(history) + 1}")
             losses["total"].backward()
-            history.append({k: v.item() for k, v in losses.items()})
+            # One host-device synchronisation per evaluation, for the history and the NaN check.
+            values = dict(zip(losses, torch.stack([v.detach() for v in losses.values()]).tolist(),
+                              strict=True))
+            if not math.isfinite(values["total"]):
+                raise FloatingPointError(
+                    f"the loss became {values['total']} at evaluation {len(history) + 1}"
+                )
+            history.append(values)
             if self.progress_every and len(history) % self.progress_every == 0:
                 snapshots.append((len(history), image.detach().clamp(0, 1).cpu()))
             return losses["total"]

@@ -210,3 +210,11 @@ def test_local_vgg19_weights_file_is_loaded_whole_or_features_only(tmp_path):
     for name in ("vgg19.pth", "vgg19_features.pth"):
         net = VGGFeatures(weights=str(tmp_path / name), layers=["relu5_1"])
         torch.testing.assert_close(net.features[28].weight, full.features[28].weight)
+
+
+def test_a_content_image_already_at_the_final_size_is_styled_with_lbfgs(tmp_path, random_vgg):
+    content = torch.rand(1, 64, 64, 3).permute(0, 3, 1, 2)  # a channels-last view, as from a decoder
+    styled = sample()
+    styled["content"] = content
+    history = module(tmp_path, random_vgg, iterations=2, init="content").stylize(styled)["history"]
+    assert len(history) >= 2
