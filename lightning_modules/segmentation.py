@@ -56,7 +56,10 @@ class SegmentationModule(SupervisedTask):
         self.setup_metrics()
 
     def make_metrics(self) -> MetricCollection:
-        options = {"num_classes": self.num_classes, "ignore_index": self.ignore_index}
+        # The datamodules check mask values before training; torchmetrics' per-batch argument
+        # checks would scan every mask again and synchronise with the device at each step.
+        options = {"num_classes": self.num_classes, "ignore_index": self.ignore_index,
+                   "validate_args": False}
         return MetricCollection({
             "miou": MulticlassJaccardIndex(average="macro", **options),
             "pixel_acc": MulticlassAccuracy(average="micro", **options),
