@@ -34,9 +34,11 @@ class StepTimer(pl.Callback):
             synchronize()
             self.start = time.perf_counter()
 
-    def on_train_end(self, trainer, pl_module):
-        synchronize()
-        TIMES.append((time.perf_counter() - self.start) / (trainer.global_step - self.warmup))
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # Stop at the last step's end: epoch-end work (checkpoint files) is not per-step cost.
+        if trainer.global_step >= trainer.max_steps:
+            synchronize()
+            TIMES.append((time.perf_counter() - self.start) / (trainer.global_step - self.warmup))
 
 
 def synchronize() -> None:
