@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl  # noqa: E402  (after common, which makes the project importable)
 import torch  # noqa: E402
-from common import ROOT, machine_description, parse_args, print_table
+from common import machine_description, parse_args, print_table
 
 TIMES: list[float] = []  # seconds per timed step of each Lightning run
 
@@ -49,13 +49,8 @@ def synchronize() -> None:
 
 def compose(model: str, args, output_dir: Path):
     """run.py's config for a segmentation training run of `args.steps` steps of `model`."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from tests.conftest import compose_config
 
-    GlobalHydra.instance().clear()
     overrides = [
         "task=segment", "data=digit_scenes", f"model={model}", f"data.image_size={args.size}",
         f"data.digit_sizes=[{args.size // 4},{args.size // 2}]", f"data.batch_size={args.batch_size}",
@@ -67,14 +62,7 @@ def compose(model: str, args, output_dir: Path):
         f"+callbacks.step_timer.warmup={args.warmup}",
         *args.set,
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.data_dir = str(output_dir / "data")
-        del cfg.hydra
-    return cfg
+    return compose_config(overrides, output_dir)
 
 
 def lightning_images_per_second(model: str, args) -> float:

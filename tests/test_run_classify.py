@@ -77,16 +77,6 @@ def test_evaluation_without_a_checkpoint_is_refused(make_config):
         run.train(make_config("train=false"))
 
 
-def test_lbfgs_with_fp16_mixed_precision_is_refused_before_any_work(make_config):
-    with pytest.raises(run.ConfigError, match="precision=32 or precision=bf16-mixed"):
-        run.train(make_config("optimizer=lbfgs", "precision=16-mixed"))
-
-
-def test_fsdp_on_the_cpu_is_refused_with_the_alternative(make_config):
-    with pytest.raises(run.ConfigError, match="strategy=ddp"):
-        run.train(make_config("strategy=fsdp"))
-
-
 def test_unknown_group_option_lists_the_valid_ones(make_config):
     with pytest.raises(MissingConfigException, match=r"(?s)Could not find 'data/imagenet22k'.*mit67"):
         make_config("data=imagenet22k")
