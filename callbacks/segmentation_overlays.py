@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
 from torchvision.utils import make_grid
 
-from callbacks.prediction_grid import denormalize
-from callbacks.tensorboard import tensorboard_writer
+from callbacks.tensorboard import ValidationSampleFigure
 
 
 def voc_palette(num_classes: int) -> torch.Tensor:
@@ -37,27 +35,14 @@ def overlay(
     return (1 - alpha) * image + alpha * colourize(mask, palette)
 
 
-class SegmentationOverlays(pl.Callback):
+class SegmentationOverlays(ValidationSampleFigure):
     """Each validation epoch: rows of image | ground truth | prediction for the first `num_images` images."""
 
     def __init__(self, num_images: int = 4, alpha: float = 0.6) -> None:
-        self.num_images = num_images
+        super().__init__(num_images)
         self.alpha = alpha
-        self.sample: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        if batch_idx == 0 and dataloader_idx == 0 and isinstance(outputs, dict):
-            n = self.num_images
-            self.sample = (batch[0][:n].float().cpu(), outputs["target"][:n].cpu(),
-                           outputs["preds"][:n].cpu())
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        writer = tensorboard_writer(trainer)
-        if trainer.sanity_checking or self.sample is None or writer is None or not trainer.is_global_zero:
-            return
-        images, targets, preds = self.sample
-        dm = trainer.datamodule
-        images = denormalize(images, getattr(dm, "mean", None), getattr(dm, "std", None))
+    def draw(self, writer, trainer, pl_module, images, preds, targets) -> None:
         images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images[:, :3]
         palette = voc_palette(pl_module.num_classes)
         panels = []
