@@ -40,6 +40,7 @@ class VisionDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        drop_last: bool = False,
         split_seed: int = 0,
     ) -> None:
         super().__init__()
@@ -50,6 +51,7 @@ class VisionDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
+        self.drop_last = drop_last
         self.split_seed = split_seed
         self.classes: list[str] = []
         self.datasets: dict[str, Dataset] | None = None
@@ -76,7 +78,7 @@ class VisionDataModule(pl.LightningDataModule):
         """How a split's samples become a batch; None: PyTorch's default stacking."""
         return None
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, drop_last: bool = False) -> DataLoader:
         assert self.datasets is not None, "setup() must run before the loaders are asked for"
         return DataLoader(
             self.datasets[split],
@@ -85,12 +87,12 @@ class VisionDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
-            drop_last=False,
+            drop_last=drop_last,
             collate_fn=self.collate_fn(split),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=True, drop_last=self.drop_last)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

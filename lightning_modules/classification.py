@@ -26,8 +26,9 @@ class ClassificationModule(SupervisedTask):
         scheduler: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
         compile: bool = False,
+        train_metrics_every_n_steps: int = 1,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, compile)
+        super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_steps)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing

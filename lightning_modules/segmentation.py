@@ -41,8 +41,9 @@ class SegmentationModule(SupervisedTask):
         class_weights: Sequence[float] | None = None,
         aux_weight: float = 0.5,
         compile: bool = False,
+        train_metrics_every_n_steps: int = 1,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, compile)
+        super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_steps)
         if class_weights is not None:  # a plain list, which checkpoints can store and load safely
             class_weights = [float(w) for w in class_weights]
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])

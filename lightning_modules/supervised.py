@@ -25,11 +25,16 @@ class SupervisedTask(pl.LightningModule):
         optimizer: Callable[..., Optimizer],
         scheduler: dict[str, Any] | None = None,
         compile: bool = False,
+        train_metrics_every_n_steps: int = 1,
     ) -> None:
         super().__init__()
+        if train_metrics_every_n_steps < 0:
+            raise ValueError(f"task.train_metrics_every_n_steps={train_metrics_every_n_steps}: use 1 "
+                             "(every training batch), N > 1 (every N-th batch) or 0 (none).")
         self.net = torch.compile(net) if compile else net
         self.optimizer = optimizer
         self.scheduler = scheduler
+        self.train_metrics_every_n_steps = train_metrics_every_n_steps
         self._counted_batch: tuple[int, int] | None = None
 
     def make_metrics(self) -> MetricCollection:
@@ -52,30 +57,37 @@ class SupervisedTask(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> Any:
         return self.net(x)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, Any]:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str) -> dict[str, Any]:
         x, y = batch
         output = self(x)
         loss = self.compute_loss(output, y)
         preds = self.predictions(output)
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(preds, y)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, sync_dist=True,
                  batch_size=x.shape[0], prog_bar=stage != "test")
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=x.shape[0],
-                      prog_bar=stage == "val")
+        if stage != "train" or self._updates_train_metrics(batch_idx):
+            metrics = getattr(self, f"{stage}_metrics")
+            metrics.update(preds, y)
+            self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=x.shape[0],
+                          prog_bar=stage == "val")
         return {"loss": loss, "preds": preds.detach(), "target": y}
+
+    def _updates_train_metrics(self, batch_idx: int) -> bool:
+        # A metric update on the GPU waits for the step to finish (torchmetrics counts with
+        # bincount and boolean masks), so sampling training batches lets steps queue up.
+        every = self.train_metrics_every_n_steps
+        return every > 0 and batch_idx % every == 0
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         if self._is_repeated_closure_call(batch_idx):
             x, y = batch
             return self.compute_loss(self(x), y)
-        return self._step(batch, "train")
+        return self._step(batch, batch_idx, "train")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
-        return self._step(batch, "val")
+        return self._step(batch, batch_idx, "val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
-        return self._step(batch, "test")
+        return self._step(batch, batch_idx, "test")
 
     def _is_repeated_closure_call(self, batch_idx: int) -> bool:
         # LBFGS evaluates the closure (training_step) several times per batch; metrics and

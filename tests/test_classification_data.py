@@ -44,6 +44,15 @@ def test_digits_are_upsampled_to_the_configured_size():
     assert images.shape == (4, 1, 32, 32) and labels.dtype == torch.long
 
 
+
+def test_drop_last_drops_the_smaller_last_batch_of_training_only():
+    dm = DigitsDataModule(batch_size=100, num_workers=0, drop_last=True)
+    dm.setup("fit")
+    train_sizes = [len(y) for _, y in dm.train_dataloader()]
+    val_sizes = [len(y) for _, y in dm.val_dataloader()]
+    assert set(train_sizes) == {100} and len(train_sizes) == len(dm.datasets["train"]) // 100
+    assert sum(val_sizes) == len(dm.datasets["val"]) and val_sizes[-1] < 100
+
 def test_mnist_reads_torchvision_raw_idx_files(tmp_path):
     dm = MNISTDataModule(root=str(write_mnist(tmp_path)), val_size=10, num_classes=10, channels=1,
                          image_size=28, **LOADER)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -38,6 +39,47 @@ def test_lbfgs_reevaluations_count_each_batch_once_in_metrics():
     assert len(updates) == 3
     assert len(evaluations) > 3  # L-BFGS did evaluate each batch several times
 
+
+def fit_counting_metric_updates(module: ClassificationModule, batches: int) -> tuple[dict, set[str]]:
+    """Fit one epoch (`batches` training, 2 validation batches): metric updates per stage, logged names."""
+    counts = {"train": 0, "val": 0}
+    for stage in counts:
+        metrics = getattr(module, f"{stage}_metrics")
+        update = metrics.update
+
+        def counted(*args, stage=stage, update=update):
+            counts[stage] += 1
+            update(*args)
+
+        metrics.update = counted
+    data = TensorDataset(torch.randn(4 * batches, 4), torch.randint(0, 3, (4 * batches,)))
+    trainer = pl.Trainer(max_epochs=1, limit_val_batches=2, num_sanity_val_steps=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
+    return counts, set(trainer.callback_metrics)
+
+
+def test_training_metrics_can_sample_every_nth_batch_while_validation_sees_all():
+    module = ClassificationModule(nn.Linear(4, 3), 3, partial(torch.optim.SGD, lr=0.1),
+                                  train_metrics_every_n_steps=3)
+    updates, logged = fit_counting_metric_updates(module, batches=7)
+    assert updates == {"train": 3, "val": 2}  # training batches 0, 3 and 6
+    assert {"train/acc", "val/acc", "train/loss_epoch"} <= logged
+
+
+def test_training_metrics_can_be_switched_off():
+    module = ClassificationModule(nn.Linear(4, 3), 3, partial(torch.optim.SGD, lr=0.1),
+                                  train_metrics_every_n_steps=0)
+    updates, logged = fit_counting_metric_updates(module, batches=5)
+    assert updates == {"train": 0, "val": 2}
+    assert "train/acc" not in logged and {"val/acc", "train/loss_epoch"} <= logged
+
+
+def test_negative_training_metric_interval_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="train_metrics_every_n_steps=-1.*0 \\(none\\)"):
+        ClassificationModule(nn.Linear(4, 3), 3, partial(torch.optim.SGD, lr=0.1),
+                             train_metrics_every_n_steps=-1)
 
 def test_tensorboard_gets_confusion_matrix_prediction_grid_and_per_class_accuracy(make_config, tmp_path):
     run.train(make_config())
