@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from common import interleaved_self_timed, machine_description, parse_args, print_table
+
+from benchmarks.training import framework_seconds_per_step, plain_seconds_per_step
 
 # Left out of the framework side, and why: a run whose output goes to a file or pipe does not
 # want a progress bar redrawn at every step.
@@ -47,72 +47,21 @@ def compose(overrides: list[str], output_dir: Path) -> Any:
     )
 
 
-class StepTimer(pl.Callback):
-    """The time between the starts of training steps `first` and `last`."""
-
-    def __init__(self, first: int, last: int) -> None:
-        self.first, self.last = first, last
-        self.marks: dict[int, float] = {}
-
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        if trainer.global_step in (self.first, self.last):
-            self.marks[trainer.global_step] = time.perf_counter()
-
-    @property
-    def seconds(self) -> float:
-        """Seconds from the start of step `first` to the start of step `last`."""
-        return self.marks[self.last] - self.marks[self.first]
-
-
-def framework_seconds(cfg: Any, warmup: int, steps: int) -> float:
-    """Seconds for `steps` training steps of run.py's trainer (max_steps > warmup + steps)."""
-    import run
-
-    datamodule, module, trainer = run.build(cfg)
-    timer = StepTimer(warmup, warmup + steps)
-    trainer.callbacks.append(timer)
-    trainer.fit(module, datamodule=datamodule)
-    return timer.seconds
-
-
-def plain_seconds(cfg: Any, warmup: int, steps: int) -> float:
-    """Seconds for `steps` steps of a hand-written loop over the same data, network and optimizer."""
-    import torch.nn.functional as F
-    from hydra.utils import instantiate
-
-    pl.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    net = instantiate(cfg.model)
-    net.train()
-    optimizer = instantiate(cfg.optimizer)(net.parameters())
-    start = 0.0
-    for step, (x, y) in enumerate(datamodule.train_dataloader()):
-        if step == warmup:
-            start = time.perf_counter()
-        if step == warmup + steps:
-            return time.perf_counter() - start
-        optimizer.zero_grad()
-        F.cross_entropy(net(x), y).backward()
-        optimizer.step()
-    raise ValueError(f"One epoch has fewer than {warmup + steps + 1} batches: lower --steps.")
-
-
 def measure(name: str, overrides: list[str], args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Images/s of both sides for one case, and their ratio."""
     runs = iter(range(10**6))
 
     def framework() -> float:
-        stop = f"trainer.max_steps={args.warmup + args.steps + 1}"
+        stop = f"trainer.max_steps={args.warmup + args.steps}"
         cfg = compose([*overrides, stop], work / f"run{next(runs)}")
-        return framework_seconds(cfg, args.warmup, args.steps)
+        return framework_seconds_per_step(cfg, args.warmup, args.steps)
 
     def plain() -> float:
-        return plain_seconds(compose(overrides, work / "plain"), args.warmup, args.steps)
+        return plain_seconds_per_step(compose(overrides, work / "plain"), args.warmup, args.steps)
 
     batch_size = compose(overrides, work / "plain").data.batch_size
     seconds = interleaved_self_timed({"plain": plain, "framework": framework}, args.repeats)
-    rates = {side: args.steps * batch_size / s for side, s in seconds.items()}
+    rates = {side: batch_size / s for side, s in seconds.items()}
     return {
         "case": name, "batch": batch_size, "plain img/s": rates["plain"],
         "framework img/s": rates["framework"], "ratio": rates["framework"] / rates["plain"],
