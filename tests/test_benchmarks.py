@@ -15,6 +15,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     ("overhead.py", "ratio framework/plain [small CNN, digits]:"),
     ("startup.py", "ratio plain/framework [command to first step]:"),
     ("input_pipeline.py", "ratio datamodule/ImageFolder [training loader]:"),
+    ("host_syncs.py", "ratio torch.optim.LBFGS/LBFGS [syncs per style evaluation]:"),
 ])
 def test_benchmark_script_runs_quick_and_prints_its_ratio(script: str, ratio_line: str) -> None:
     result = subprocess.run(

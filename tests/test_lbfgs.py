@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lightning_modules.lbfgs import LBFGS, lbfgs_direction
 
@@ -59,3 +60,23 @@ def test_lbfgs_direction_satisfies_the_secant_equation_of_the_newest_pair():
     # the inverse-Hessian approximation H maps the newest gradient change y onto its step s
     direction = lbfgs_direction(changes[-1], steps, changes, rhos, h_diag)
     torch.testing.assert_close(-direction, steps[-1])
+
+
+class ScalarReads(TorchDispatchMode):
+    """Counts reads of tensor values into Python numbers: each one waits for a CUDA device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func.overloadpacket.__name__ == "_local_scalar_dense"
+        return func(*args, **(kwargs or {}))
+
+
+def test_lbfgs_direction_reads_no_scalar_whatever_the_history_length():
+    pairs = [torch.randn(50) for _ in range(40)]
+    rhos = [torch.tensor(0.1) for _ in pairs]
+    with ScalarReads() as reads:
+        lbfgs_direction(torch.randn(50), pairs, pairs, rhos, torch.tensor(0.5))
+    assert reads.count == 0
