@@ -35,6 +35,7 @@ class SupervisedTask(pl.LightningModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.train_metrics_every_n_steps = train_metrics_every_n_steps
+        self._metrics_logged: set[str] = set()  # stages whose metric objects are logged this epoch
         self._counted_batch: tuple[int, int] | None = None
 
     def make_metrics(self) -> MetricCollection:
@@ -67,9 +68,22 @@ class SupervisedTask(pl.LightningModule):
         if stage != "train" or self._updates_train_metrics(batch_idx):
             metrics = getattr(self, f"{stage}_metrics")
             metrics.update(preds, y)
-            self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=x.shape[0],
-                          prog_bar=stage == "val")
+            # Lightning computes a logged metric object from its own state at epoch end, so
+            # logging it once per epoch is enough; every call would move its state (~2 ms a batch).
+            if stage not in self._metrics_logged:
+                self._metrics_logged.add(stage)
+                self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=x.shape[0],
+                              prog_bar=stage == "val")
         return {"loss": loss, "preds": preds.detach(), "target": y}
+
+    def on_train_epoch_start(self) -> None:
+        self._metrics_logged.discard("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._metrics_logged.discard("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._metrics_logged.discard("test")
 
     def _updates_train_metrics(self, batch_idx: int) -> bool:
         # A metric update on the GPU waits for the step to finish (torchmetrics counts with

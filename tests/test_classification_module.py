@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 from functools import partial
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import CSVLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -59,6 +62,22 @@ def fit_counting_metric_updates(module: ClassificationModule, batches: int) -> t
     trainer.fit(module, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
     return counts, set(trainer.callback_metrics)
 
+
+
+def test_epoch_metrics_cover_every_batch_of_every_epoch(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Linear(4, 3)
+    module = ClassificationModule(net, 3, partial(torch.optim.SGD, lr=0.0))  # fixed predictions
+    data = TensorDataset(torch.randn(40, 4), torch.randint(0, 3, (40,)))
+    expected = (net(data.tensors[0]).argmax(1) == data.tensors[1]).float().mean().item()
+    logger = CSVLogger(tmp_path)
+    trainer = pl.Trainer(max_epochs=3, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
+    trainer.fit(module, DataLoader(data, batch_size=8), DataLoader(data, batch_size=8))
+    rows = list(csv.DictReader(open(Path(logger.log_dir) / "metrics.csv")))
+    for name in ("train/acc", "val/acc"):
+        values = [float(row[name]) for row in rows if row.get(name)]
+        assert values == pytest.approx([expected] * 3, abs=1e-6)
 
 def test_training_metrics_can_sample_every_nth_batch_while_validation_sees_all():
     module = ClassificationModule(nn.Linear(4, 3), 3, partial(torch.optim.SGD, lr=0.1),
