@@ -12,8 +12,11 @@ _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.5959, -0.2746, -0.3213], [
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) features -> (B, C, C) Gram matrices divided by C*H*W, so size does not matter."""
     b, c, h, w = features.shape
-    flat = features.reshape(b, c, h * w).float()  # fp16 sums of C*H*W products would overflow
-    return flat @ flat.transpose(1, 2) / (c * h * w)
+    # In float32 even under mixed precision: fp16 sums of H*W products overflow, and bf16's
+    # 8-bit mantissa would make the style loss too coarse for L-BFGS's line search.
+    with torch.autocast(features.device.type, enabled=False):
+        flat = features.reshape(b, c, h * w).float()
+        return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,14 @@ def test_gram_matrix_does_not_depend_on_image_size():
     torch.testing.assert_close(gram_matrix(tiled), gram_matrix(features))
 
 
+
+def test_gram_matrix_is_computed_in_float32_under_mixed_precision():
+    features = torch.rand(1, 8, 16, 16) + 1.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gram = gram_matrix(features.bfloat16())
+    assert gram.dtype == torch.float32
+    torch.testing.assert_close(gram, gram_matrix(features.bfloat16().float()))
+
 def test_vgg_layer_names_follow_torchvision_vgg19_indices_block_by_block():
     names = vgg_layer_names(torchvision.models.vgg19().features)
     assert len(names) == 37
