@@ -74,7 +74,7 @@ def print_table(title: str, rows: list[dict[str, object]]) -> None:
         table.add_column(str(key))
     for row in rows:
         table.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()))
-    Console().print(table)
+    Console(width=200).print(table)  # whole figures, also when the output is a file
 
 
 def machine_description() -> str:

@@ -126,6 +126,16 @@ def test_lbfgs_lowers_the_total_loss_by_a_large_factor_within_a_few_dozen_evalua
     assert history[-1]["total"] < history[0]["total"] / 4
 
 
+
+def test_lbfgs_under_bf16_autocast_lowers_the_float32_loss_of_the_result(tmp_path, random_vgg):
+    styler, image = module(tmp_path, random_vgg), sample()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = styler.stylize(image)["result"]
+    with torch.no_grad():  # judged in float32, outside autocast
+        targets = styler.targets(image["content"], image["styles"], image["style_weights"])
+        start = styler.initial_image(image["content"], image["name"])
+        assert styler.losses(result, targets)["total"] < styler.losses(start, targets)["total"] / 4
+
 def test_noise_init_depends_on_the_image_name_and_seed_not_on_the_order(tmp_path, random_vgg):
     styler = module(tmp_path, random_vgg)
     content = torch.zeros(1, 3, 8, 8)
