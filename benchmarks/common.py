@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the scripts import run.py and the project's packages from here
@@ -63,6 +64,15 @@ def interleaved_self_timed(fns: dict[str, Callable[[], float]], repeats: int = 5
             times[name].append(fn())
     return {name: statistics.median(ts) for name, ts in times.items()}
 
+
+
+def style_lbfgs(target: str | None = None) -> Callable[..., Any]:
+    """task=style's optimizer factory from conf/optimizer/lbfgs.yaml; `target` swaps in another class."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(ROOT / "conf" / "optimizer" / "lbfgs.yaml")
+    return instantiate(config, **({"_target_": target} if target else {}))
 
 def print_table(title: str, rows: list[dict[str, object]]) -> None:
     """Print result rows (dicts with the same keys) as a rich table."""

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from common import ROOT, machine_description, parse_args, print_table
+from common import machine_description, parse_args, print_table, style_lbfgs
 from torch.utils._python_dispatch import TorchDispatchMode
 
 ALWAYS_SYNCING = {"_local_scalar_dense", "nonzero", "masked_select", "bincount", "unique", "_unique2",
@@ -56,20 +55,13 @@ class SyncCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def style_syncs_per_evaluation(optimizer_class: type[torch.optim.LBFGS], evaluations: int,
-                               size: int) -> float:
-    """Synchronisations per loss evaluation of task=style's `stylize` with the config's L-BFGS options."""
-    from functools import partial
-
-    from omegaconf import OmegaConf
-
+def style_syncs_per_evaluation(optimizer: str, evaluations: int, size: int) -> float:
+    """Synchronisations per evaluation of task=style's `stylize`, with `optimizer` as the L-BFGS class."""
     from lightning_modules.nets.vgg_features import VGGFeatures
     from lightning_modules.style_transfer import StyleTransferModule
 
-    options = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "optimizer" / "lbfgs.yaml"))
-    options = {k: v for k, v in options.items() if not k.startswith("_")}
     torch.manual_seed(0)
-    module = StyleTransferModule(VGGFeatures(weights=None), partial(optimizer_class, **options),
+    module = StyleTransferModule(VGGFeatures(weights=None), style_lbfgs(optimizer),
                                  ["relu4_2"], {"relu1_1": 0.5, "relu3_1": 0.5}, iterations=evaluations,
                                  progress_every=0)
     images = torch.rand(2, 1, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -136,13 +128,9 @@ def main() -> None:
     if args.quick:
         args.evaluations, args.steps = 12, 3
     rows: list[dict[str, object]] = []
-    optimizers: dict[str, Callable] = {"torch.optim.LBFGS": torch.optim.LBFGS}
-    from lightning_modules.lbfgs import LBFGS
-
-    optimizers["lightning_modules.lbfgs.LBFGS"] = LBFGS
-    for name, optimizer_class in optimizers.items():
-        syncs = style_syncs_per_evaluation(optimizer_class, args.evaluations, size=32)
-        rows.append({"case": f"task=style, {args.evaluations} evaluations", "variant": name,
+    for optimizer in ("torch.optim.LBFGS", "lightning_modules.lbfgs.LBFGS"):
+        syncs = style_syncs_per_evaluation(optimizer, args.evaluations, size=32)
+        rows.append({"case": f"task=style, {args.evaluations} evaluations", "variant": optimizer,
                      "syncs": syncs, "per": "evaluation"})
     with tempfile.TemporaryDirectory() as tmp:
         for every, label in [(1, "every batch"), (10, "every 10th batch"), (0, "off")]:

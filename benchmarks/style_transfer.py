@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from common import ROOT, machine_description, parse_args, print_table
+from common import machine_description, parse_args, print_table, style_lbfgs
 
 CONTENT_LAYERS = ["relu4_2"]
 STYLE_LAYERS = {"relu1_1": 0.2, "relu2_1": 0.2, "relu3_1": 0.2, "relu4_1": 0.2, "relu5_1": 0.2}
@@ -135,16 +135,13 @@ def framework(size: int, device: str, precision: str = "32"):
     `precision=bf16-mixed` does; the result's loss is still evaluated in float32.
     """
     import torch
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     from lightning_modules.nets.vgg_features import VGGFeatures
     from lightning_modules.style_transfer import StyleTransferModule
 
     torch.manual_seed(0)
-    optimizer = instantiate(OmegaConf.load(ROOT / "conf" / "optimizer" / "lbfgs.yaml"))
     module = StyleTransferModule(
-        VGGFeatures(weights=None), optimizer, CONTENT_LAYERS, STYLE_LAYERS,
+        VGGFeatures(weights=None), style_lbfgs(), CONTENT_LAYERS, STYLE_LAYERS,
         content_weight=CONTENT_WEIGHT, style_weight=STYLE_WEIGHT, tv_weight=0.0, init="content",
         progress_every=0,
     ).to(device)
