@@ -8,6 +8,7 @@ Heavy libraries are imported inside functions so that `python run.py --help` sta
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -16,9 +17,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from datamodules.errors import ConfigError, VisionlabError
 
-class ConfigError(ValueError):
-    """Settings that cannot work together, found before any heavy work starts."""
+# Outputs and data default to folders beside this file, whatever the working directory; Hydra
+# resolves the sweep directory before it knows its runtime, so the root cannot come from Hydra.
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -176,6 +179,24 @@ def rerun_only_this_job() -> None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: returns the monitored metric, which sweepers optimise."""
+    try:
+        return run(cfg)
+    except VisionlabError as error:
+        print_error(error)
+        raise SystemExit(2) from None
+
+
+def print_error(error: VisionlabError) -> None:
+    """The project's own errors as one short block on stderr: what is wrong and the fix."""
+    from rich.console import Console
+    from rich.panel import Panel
+
+    Console(stderr=True).print(Panel(str(error), title=type(error).__name__, title_align="left",
+                                     border_style="red", expand=False))
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Train and/or test as `cfg` says; return the monitored metric."""
     rerun_only_this_job()
     if is_rank_zero():
         print_config_tree(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,19 +12,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))  # as run.py does
 
 # Small, quiet and fast: the shape of every in-process end-to-end run.
-FAST = [
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2",
-    "trainer.enable_progress_bar=false",
-    "trainer.accelerator=cpu",
-    "~callbacks.rich_model_summary",
-    "~callbacks.rich_progress_bar",
-]
+FAST = ["debug=smoke"]
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
