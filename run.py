@@ -104,10 +104,13 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
         compile=cfg.compile,
     )
     loggers = instantiate_all(cfg.get("logger"))
+    from callbacks.run_config import RunConfigInCheckpoint
+
     callbacks = usable_callbacks(
         instantiate_all(cfg.get("callbacks")), has_logger=bool(loggers),
         progress_bar=cfg.trainer.get("enable_progress_bar", True),
     )
+    callbacks.append(RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
 
@@ -181,9 +184,20 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: returns the monitored metric, which sweepers optimise."""
     try:
         return run(cfg)
-    except VisionlabError as error:
-        print_error(error)
-        raise SystemExit(2) from None
+    except BaseException as error:
+        record_error(error, Path(cfg.paths.output_dir))
+        if isinstance(error, VisionlabError):
+            print_error(error)
+            raise SystemExit(2) from None
+        raise
+
+
+def record_error(error: BaseException, output_dir: Path) -> None:
+    """Write `error.txt` in the run directory: why the run failed, for sweep summaries."""
+    if isinstance(error, SystemExit | KeyboardInterrupt) or not is_rank_zero():
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "error.txt").write_text(f"{type(error).__name__}: {error}\n")
 
 
 def print_error(error: VisionlabError) -> None:
