@@ -7,12 +7,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from torchmetrics.classification import MulticlassConfusionMatrix  # noqa: E402
 
-from callbacks.tensorboard import class_names, tensorboard_writer  # noqa: E402
+from callbacks.tensorboard import class_names, image_loggers, log_figure  # noqa: E402
 
 
 def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
@@ -47,15 +46,13 @@ class ConfusionMatrixLogger(pl.Callback):
         for name, acc in zip(names, per_class_accuracy(confusion).tolist(), strict=True):
             if acc == acc:  # not NaN: the class occurs in this stage's data
                 pl_module.log(f"{stage}_per_class/acc_{name}", acc, sync_dist=False)
-        writer = tensorboard_writer(trainer)
-        if writer is not None and trainer.is_global_zero:
+        if image_loggers(trainer):
             fig, _ = self.matrix.plot(
                 confusion, add_text=len(names) <= self.max_annotated_classes,
                 labels=names if len(names) <= 2 * self.max_annotated_classes else None,
             )
             fig.set_size_inches(max(6, 0.25 * len(names)), max(6, 0.25 * len(names)))
-            writer.add_figure(f"{stage}/confusion_matrix", fig, global_step=trainer.global_step)
-            plt.close(fig)
+            log_figure(trainer, f"{stage}/confusion_matrix", fig)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start(pl_module)

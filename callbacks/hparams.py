@@ -1,13 +1,13 @@
-"""TensorBoard's HPARAMS view: each run's hyperparameters next to its final metrics."""
+"""Each run's hyperparameters next to its final metrics, in every logger (TensorBoard: the HPARAMS view)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pytorch_lightning.loggers import Logger
+from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
-# Prefixes of the final metrics shown in the HPARAMS view (per-class and step values are left out).
+# Prefixes of the final metrics compared across runs (per-class and step values are left out).
 HPARAM_METRIC_PREFIXES = ("best/", "val/", "test/")
 
 
@@ -19,9 +19,17 @@ def hparam_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
 def log_hyperparameters_with_metrics(
     loggers: Iterable[Logger], hyperparameters: dict[str, Any], metrics: Mapping[str, float]
 ) -> None:
-    """Log the run's hyperparameters with its final metrics (TensorBoard: the HPARAMS tab)."""
+    """Log the final metrics (`hp/...`) beside the hyperparameters each logger already holds.
+
+    TensorBoard pairs them in one HPARAMS session, so it gets the hyperparameters again with them;
+    the other loggers (CSV, MLflow, W&B) take the final metrics as ordinary metrics.
+    """
     final = hparam_metrics(metrics)
     if not final:
         return
     for logger in loggers:
-        logger.log_hyperparams(hyperparameters, metrics=final)
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(hyperparameters, metrics=final)
+        else:
+            logger.log_metrics(final)
+        logger.save()

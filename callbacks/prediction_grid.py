@@ -9,16 +9,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from callbacks.tensorboard import ValidationSampleFigure, class_names  # noqa: E402
+from callbacks.tensorboard import ValidationSampleFigure, class_names, log_figure  # noqa: E402
 
 
 class PredictionGrid(ValidationSampleFigure):
-    """Each validation epoch, shows the first `num_images` images of the first batch in TensorBoard."""
+    """Each validation epoch, shows the first `num_images` images of the first batch to the loggers."""
 
     def __init__(self, num_images: int = 16) -> None:
         super().__init__(num_images)
 
-    def draw(self, writer, trainer, pl_module, images, preds, targets) -> None:
+    def draw(self, trainer, pl_module, images, preds, targets) -> None:
         preds = preds.argmax(1)
         names = class_names(trainer, pl_module.num_classes)
         cols = math.ceil(math.sqrt(len(images)))
@@ -32,5 +32,4 @@ class PredictionGrid(ValidationSampleFigure):
             ax.set_title(f"{names[pred]}\n(true: {names[target]})", fontsize=8,
                          color="green" if pred == target else "red")
         fig.tight_layout()
-        writer.add_figure("val/predictions", fig, global_step=trainer.global_step)
-        plt.close(fig)
+        log_figure(trainer, "val/predictions", fig)

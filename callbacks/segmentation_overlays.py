@@ -1,11 +1,11 @@
-"""Image | ground truth | prediction panels of a few validation images, in a fixed palette, to TensorBoard."""
+"""Image | ground truth | prediction panels of a few validation images, in a fixed palette, to the loggers."""
 
 from __future__ import annotations
 
 import torch
 from torchvision.utils import make_grid
 
-from callbacks.tensorboard import ValidationSampleFigure
+from callbacks.tensorboard import ValidationSampleFigure, log_image
 
 
 def voc_palette(num_classes: int) -> torch.Tensor:
@@ -42,7 +42,7 @@ class SegmentationOverlays(ValidationSampleFigure):
         super().__init__(num_images)
         self.alpha = alpha
 
-    def draw(self, writer, trainer, pl_module, images, preds, targets) -> None:
+    def draw(self, trainer, pl_module, images, preds, targets) -> None:
         images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images[:, :3]
         palette = voc_palette(pl_module.num_classes)
         panels = []
@@ -50,4 +50,4 @@ class SegmentationOverlays(ValidationSampleFigure):
             panels += [image, overlay(image, target, palette, self.alpha),
                        overlay(image, pred, palette, self.alpha)]
         grid = make_grid(torch.stack(panels), nrow=3, padding=2, pad_value=1.0)
-        writer.add_image("val/overlays", grid, global_step=trainer.global_step)
+        log_image(trainer, "val/overlays", grid)

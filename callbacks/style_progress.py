@@ -1,4 +1,4 @@
-"""TensorBoard for style transfer: each image's loss curves and a strip of its progress."""
+"""Style transfer figures: loss curves per image (TensorBoard) and a strip of its progress (all loggers)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import make_grid
 
-from callbacks.tensorboard import tensorboard_writer
+from callbacks.tensorboard import log_image, tensorboard_writer
 
 
 def progress_strip(snapshots: list[torch.Tensor], result: torch.Tensor) -> torch.Tensor:
@@ -25,12 +25,13 @@ class StyleProgress(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        writer = tensorboard_writer(trainer)
-        if writer is None or not isinstance(outputs, dict) or "history" not in outputs:
+        if not isinstance(outputs, dict) or "history" not in outputs:
             return
         name = outputs["name"]
-        for evaluation, losses in enumerate(outputs["history"], start=1):
-            for key, value in losses.items():
-                writer.add_scalar(f"{name}/loss_{key}", value, evaluation)
+        writer = tensorboard_writer(trainer)
+        if writer is not None:
+            for evaluation, losses in enumerate(outputs["history"], start=1):
+                for key, value in losses.items():
+                    writer.add_scalar(f"{name}/loss_{key}", value, evaluation)
         strip = progress_strip([image for _, image in outputs["snapshots"]], outputs["result"])
-        writer.add_image(f"{name}/progress", strip, len(outputs["history"]))
+        log_image(trainer, f"{name}/progress", strip, step=len(outputs["history"]))

@@ -1,13 +1,17 @@
-"""TensorBoard helpers for the figure callbacks: the writer, class names, a sample of validation images."""
+"""Figures for every logger that takes images (TensorBoard, MLflow, W&B), class names, a validation sample."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from torch.utils.tensorboard import SummaryWriter
+
+IMAGE_LOGGERS = (TensorBoardLogger, MLFlowLogger, WandbLogger)
 
 
 def tensorboard_writer(trainer: pl.Trainer) -> SummaryWriter | None:
@@ -16,6 +20,45 @@ def tensorboard_writer(trainer: pl.Trainer) -> SummaryWriter | None:
         if isinstance(logger, TensorBoardLogger):
             return logger.experiment
     return None
+
+
+def image_loggers(trainer: pl.Trainer) -> list[Logger]:
+    """The run's loggers that take images; empty off rank 0, where nothing is drawn."""
+    if not trainer.is_global_zero:
+        return []
+    return [logger for logger in trainer.loggers if isinstance(logger, IMAGE_LOGGERS)]
+
+
+def figure_to_image(figure: Any) -> np.ndarray:
+    """A matplotlib figure rendered to an (H, W, 3) uint8 array."""
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def log_image(
+    trainer: pl.Trainer, tag: str, image: torch.Tensor | np.ndarray, step: int | None = None
+) -> None:
+    """Log an image, (3, H, W) floats in [0, 1] or (H, W, 3) uint8, to every logger that takes images."""
+    if isinstance(image, torch.Tensor):
+        image = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    step = trainer.global_step if step is None else step
+    for logger in image_loggers(trainer):
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(tag, image, global_step=step, dataformats="HWC")
+        elif isinstance(logger, MLFlowLogger):
+            key = re.sub(r"[^\w\-. /]", "_", tag)  # the characters MLflow allows in an image key
+            logger.experiment.log_image(logger.run_id, image, key=key, step=step)
+        else:
+            logger.log_image(key=tag, images=[image], step=step)
+
+
+def log_figure(trainer: pl.Trainer, tag: str, figure: Any, step: int | None = None) -> None:
+    """Log a matplotlib figure to every logger that takes images, then close it."""
+    import matplotlib.pyplot as plt
+
+    if image_loggers(trainer):
+        log_image(trainer, tag, figure_to_image(figure), step)
+    plt.close(figure)
 
 
 def class_names(trainer: pl.Trainer, num_classes: int) -> list[str]:
@@ -37,15 +80,15 @@ def denormalize(images: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
 
 class ValidationSampleFigure(pl.Callback):
     """Keeps the first `num_images` of each epoch's first validation batch, with their predictions
-    and targets, and gives them (denormalised) to `draw` at epoch end: TensorBoard only, rank 0."""
+    and targets, and gives them (denormalised) to `draw` at epoch end: rank 0, when a logger takes images."""
 
     def __init__(self, num_images: int) -> None:
         self.num_images = num_images
         self.sample: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
-    def draw(self, writer: SummaryWriter, trainer: pl.Trainer, pl_module: pl.LightningModule,
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
              images: torch.Tensor, preds: torch.Tensor, targets: torch.Tensor) -> None:
-        """Write the figure of this sample."""
+        """Log the figure of this sample (with `log_figure` or `log_image`)."""
         raise NotImplementedError
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
@@ -55,10 +98,9 @@ class ValidationSampleFigure(pl.Callback):
                            outputs["target"][:n].cpu())
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        writer = tensorboard_writer(trainer)
-        if trainer.sanity_checking or self.sample is None or writer is None or not trainer.is_global_zero:
+        if trainer.sanity_checking or self.sample is None or not image_loggers(trainer):
             return
         images, preds, targets = self.sample
         dm = trainer.datamodule
         images = denormalize(images, getattr(dm, "mean", None), getattr(dm, "std", None))
-        self.draw(writer, trainer, pl_module, images, preds, targets)
+        self.draw(trainer, pl_module, images, preds, targets)
