@@ -8,6 +8,7 @@ Heavy libraries are imported inside functions so that `python run.py --help` sta
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -22,6 +23,7 @@ from datamodules.errors import ConfigError, VisionlabError
 # Outputs and data default to folders beside this file, whatever the working directory; Hydra
 # resolves the sweep directory before it knows its runtime, so the root cannot come from Hydra.
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+log = logging.getLogger(__name__)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -181,15 +183,33 @@ def rerun_only_this_job() -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point: returns the monitored metric, which sweepers optimise."""
+    """Hydra entry point: returns the monitored metric, which sweepers optimise.
+
+    A failed multirun job returns None after reporting its error, so that the sweep goes on to
+    the other jobs and its summary runs (Hydra's sweepers stop at a job's exception); the summary
+    marks the job failed and the sweep exits non-zero.
+    """
     try:
         return run(cfg)
     except BaseException as error:
         record_error(error, Path(cfg.paths.output_dir))
         if isinstance(error, VisionlabError):
             print_error(error)
+        if in_multirun() and isinstance(error, Exception):
+            if not isinstance(error, VisionlabError):
+                log.error("This job failed; the sweep goes on.", exc_info=error)
+            return None
+        if isinstance(error, VisionlabError):
             raise SystemExit(2) from None
         raise
+
+
+def in_multirun() -> bool:
+    """Whether this process runs a job of a multirun (a sweep), not a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def record_error(error: BaseException, output_dir: Path) -> None:

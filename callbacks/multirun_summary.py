@@ -1,15 +1,25 @@
-"""At the end of a multirun: one table of every job's overrides and final metrics, and summary.csv."""
+"""At the end of a multirun: one table of every job's overrides and final metrics, and summary.csv.
+
+Failed jobs are rows marked `failed` with the last line of their `error.txt`; trials stopped by
+Optuna's pruner are marked `pruned`. Jobs that differ only in `data.fold` (k-fold cross-validation)
+are also grouped into one row per setting with the mean and standard deviation of each metric.
+The sweep exits with code 1 when any job failed.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+FOLD_KEY = "data.fold"
+PRUNED_ERROR = "TrialPruned"
 
 
 def read_job(job_dir: Path) -> tuple[dict[str, str], dict[str, float]]:
@@ -20,6 +30,18 @@ def read_job(job_dir: Path) -> tuple[dict[str, str], dict[str, float]]:
         overrides[key.lstrip("+~")] = value
     metrics_file = job_dir / "metrics.json"
     return overrides, json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+
+
+def job_status(job_dir: Path, metrics: dict[str, float]) -> tuple[str, str]:
+    """(`done`, `failed` or `pruned`, the last line of the job's error or why there is none)."""
+    error_file = job_dir / "error.txt"
+    if error_file.is_file():
+        lines = [line for line in error_file.read_text().splitlines() if line.strip()]
+        status = "pruned" if lines and lines[0].startswith(PRUNED_ERROR) else "failed"
+        return status, lines[-1] if lines else "error.txt is empty"
+    if metrics:
+        return "done", ""
+    return "failed", "no metrics.json and no error.txt: the job was killed or is still running"
 
 
 def rank_rows(rows: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
@@ -41,6 +63,27 @@ def varying_keys(dicts: list[dict[str, Any]]) -> list[str]:
     return [key for key in keys if len({str(d.get(key)) for d in dicts}) > 1]
 
 
+def fold_groups(rows: list[dict[str, Any]], setting_keys: list[str],
+                metric_keys: list[str]) -> list[dict[str, Any]]:
+    """One row per setting (the values of `setting_keys`) over its fold jobs: the number of folds
+    done, and `<metric>` (mean) and `<metric>_std` (sample standard deviation) of each metric."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(str(row.get(k, "")) for k in setting_keys), []).append(row)
+    summary = []
+    for setting, members in groups.items():
+        done = [row for row in members if row["status"] == "done"]
+        grouped: dict[str, Any] = dict(zip(setting_keys, setting, strict=True))
+        grouped["folds"] = f"{len(done)}/{len(members)}"
+        for key in metric_keys:
+            values = [row[key] for row in done if key in row]
+            if values:
+                grouped[key] = statistics.fmean(values)
+                grouped[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary.append(grouped)
+    return summary
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
     """Write `rows` to `path` as CSV with the given columns (blank where a row lacks one)."""
     with path.open("w", newline="") as handle:
@@ -50,7 +93,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> Non
 
 
 def print_summary(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """Print the rows as a rich table, the best job first and highlighted."""
+    """Print the rows as a rich table, the best job first and highlighted, failed jobs in red."""
     from rich.console import Console
     from rich.table import Table
 
@@ -59,19 +102,31 @@ def print_summary(title: str, rows: list[dict[str, Any]], columns: list[str]) ->
         table.add_column(column, overflow="fold")
     for index, row in enumerate(rows):
         cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (row.get(c, "") for c in columns)]
-        table.add_row(*cells, style="bold green" if index == 0 else None)
+        style = "red" if row.get("status") == "failed" else "bold green" if index == 0 else None
+        table.add_row(*cells, style=style)
     Console(width=max(120, 14 * len(columns))).print(table)
+
+
+def print_fold_summary(title: str, rows: list[dict[str, Any]], setting_keys: list[str],
+                       metric_keys: list[str]) -> None:
+    """Print the cross-validation rows as `mean ± std` per metric."""
+    shown = [{**row, **{k: f"{row[k]:.4g} ± {row[k + '_std']:.2g}" for k in metric_keys if k in row}}
+             for row in rows]
+    print_summary(title, shown, [*setting_keys, "folds", *metric_keys])
 
 
 class MultirunSummary(Callback):
     """Hydra callback: after all jobs of a sweep, rank them by the monitored metric."""
 
-    def __init__(self, metric_prefixes: tuple[str, ...] = ("best/", "test/"), filename: str = "summary.csv"):
+    def __init__(self, metric_prefixes: tuple[str, ...] = ("best/", "test/"), filename: str = "summary.csv",
+                 folds_filename: str = "summary_folds.csv"):
         self.metric_prefixes = tuple(metric_prefixes)
         self.filename = filename
+        self.folds_filename = folds_filename
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Collect each job's overrides and metrics.json, print the table and write the CSV."""
+        """Collect each job's overrides, metrics.json and error.txt, print the tables, write the CSVs;
+        exit with code 1 when a job failed."""
         sweep_dir = Path(config.hydra.sweep.dir)
         job_dirs = sorted(
             (d.parent.parent for d in sweep_dir.glob("*/.hydra/overrides.yaml")),
@@ -82,14 +137,31 @@ class MultirunSummary(Callback):
         jobs = [read_job(d) for d in job_dirs]
         override_keys = list(dict.fromkeys(k for overrides, _ in jobs for k in overrides))
         metric_keys = sorted({k for _, metrics in jobs for k in metrics})
-        rows = [
-            {"job": d.name, **overrides, **metrics, "status": "done" if metrics else "failed"}
-            for d, (overrides, metrics) in zip(job_dirs, jobs, strict=True)
-        ]
+        rows = []
+        for job_dir, (overrides, metrics) in zip(job_dirs, jobs, strict=True):
+            status, error = job_status(job_dir, metrics)
+            rows.append({"job": job_dir.name, **overrides, **metrics, "status": status, "error": error})
         metric = f"best/{config.monitor.metric}"
         rows = rank_rows(rows, metric, config.monitor.mode)
-        write_csv(sweep_dir / self.filename, rows, ["job", "status", *override_keys, *metric_keys])
-        shown = ["job", *varying_keys([o for o, _ in jobs]),
-                 *(k for k in metric_keys if k.startswith(self.metric_prefixes))]
+        write_csv(sweep_dir / self.filename, rows, ["job", "status", *override_keys, *metric_keys, "error"])
+        varying = varying_keys([o for o, _ in jobs])
+        shown_metrics = [k for k in metric_keys if k.startswith(self.metric_prefixes)]
+        failed = [row for row in rows if row["status"] == "failed"]
         print_summary(f"{len(rows)} jobs ranked by {metric} ({config.monitor.mode}); "
-                      f"all overrides and metrics in {sweep_dir / self.filename}", rows, shown)
+                      f"all overrides and metrics in {sweep_dir / self.filename}", rows,
+                      ["job", "status", *varying, *shown_metrics, *(["error"] if failed else [])])
+        if FOLD_KEY in varying:
+            self.summarize_folds(sweep_dir, rows, [k for k in varying if k != FOLD_KEY], shown_metrics,
+                                 metric, config.monitor.mode)
+        if failed:
+            raise SystemExit(f"{len(failed)} of {len(rows)} jobs failed: job(s) "
+                             f"{', '.join(row['job'] for row in failed)} (see their error.txt and run.log).")
+
+    def summarize_folds(self, sweep_dir: Path, rows: list[dict[str, Any]], setting_keys: list[str],
+                        metric_keys: list[str], metric: str, mode: str) -> None:
+        """The k-fold table: one row per setting, mean and standard deviation over its folds."""
+        grouped = rank_rows(fold_groups(rows, setting_keys, metric_keys), metric, mode)
+        columns = [*setting_keys, "folds", *(c for k in metric_keys for c in (k, f"{k}_std"))]
+        write_csv(sweep_dir / self.folds_filename, grouped, columns)
+        print_fold_summary(f"Cross-validation over {FOLD_KEY}: mean ± sample standard deviation "
+                           f"(also in {sweep_dir / self.folds_filename})", grouped, setting_keys, metric_keys)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,18 +11,18 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from callbacks.multirun_summary import rank_rows, read_job, varying_keys
-from tests.conftest import CONF_DIR, FAST
+from callbacks.multirun_summary import fold_groups, job_status, rank_rows, read_job, varying_keys
+from tests.conftest import CONF_DIR
+from tests.run_py import run_py, sweep_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["classify", "segment", "style"]
 
 
-def multirun(sweep_dir: Path, *overrides: str) -> None:
-    """`python run.py -m ...` with FAST settings, writing into `sweep_dir`."""
-    command = [sys.executable, "run.py", "-m", *FAST, *overrides, f"hydra.sweep.dir={sweep_dir}"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
+def multirun(project_root: Path, *overrides: str, check: bool = True, **options) -> Path:
+    """`python run.py -m ... debug=smoke` with outputs under `project_root`; the sweep's directory."""
+    run_py(project_root, "-m", *overrides, check=check, **options)
+    return sweep_dirs(project_root)[-1]
 
 
 def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
@@ -56,14 +54,14 @@ def test_read_job_returns_overrides_and_metrics_or_nothing_for_a_failed_job(tmp_
 def test_sweep_writes_each_job_apart_and_a_ranked_summary_with_hparams_for_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    multirun(tmp_path, "optimizer=adam,sgd")
+    sweep_dir = multirun(tmp_path, "optimizer=adam,sgd")
 
-    rows = summary_rows(tmp_path)
+    rows = summary_rows(sweep_dir)
     assert sorted(row["optimizer"] for row in rows) == ["adam", "sgd"]
     scores = [float(row["best/val/acc"]) for row in rows]
     assert scores == sorted(scores, reverse=True), "best job first"
     for row in rows:
-        job_dir = tmp_path / row["job"]
+        job_dir = sweep_dir / row["job"]
         assert float(row["test/acc"]) == json.loads((job_dir / "metrics.json").read_text())["test/acc"]
         events = EventAccumulator(str(job_dir / "tensorboard"))
         events.Reload()
@@ -87,9 +85,49 @@ def test_optuna_search_space_names_keys_of_its_task_config(task):
 
 @pytest.mark.slow
 def test_optuna_search_maximises_the_metric_run_py_returns(tmp_path):
-    multirun(tmp_path, "hparams_search=classify_optuna", "hydra.sweeper.n_trials=2")
+    sweep_dir = multirun(tmp_path, "hparams_search=classify_optuna", "hydra.sweeper.n_trials=2")
 
-    result = OmegaConf.load(tmp_path / "optimization_results.yaml")
-    scores = [float(row["best/val/acc"]) for row in summary_rows(tmp_path)]
+    result = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    scores = [float(row["best/val/acc"]) for row in summary_rows(sweep_dir)]
     assert len(scores) == 2
     assert result.best_value == pytest.approx(max(scores))
+
+
+def test_a_sweep_with_failed_jobs_runs_them_all_writes_its_summary_and_exits_non_zero(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = run_py(tmp_path / "project", "-m", "train=true,false", "data.val_fraction=0.1,2.0",
+                  cwd=elsewhere, check=False)
+
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "3 of 4 jobs failed" in done.stderr
+    (sweep_dir,) = sweep_dirs(tmp_path / "project")
+    assert not list(elsewhere.iterdir()), "nothing is written in the working directory"
+    rows = {(row["train"], row["data.val_fraction"]): row for row in summary_rows(sweep_dir)}
+    assert rows["True", "0.1"]["status"] == "done" and float(rows["True", "0.1"]["test/acc"]) >= 0
+    assert rows["True", "2.0"]["status"] == "failed"
+    assert rows["True", "2.0"]["error"].startswith("InvalidParameterError: The 'test_size' parameter")
+    for key in (("False", "0.1"), ("False", "2.0")):
+        assert rows[key]["status"] == "failed"
+        assert rows[key]["error"] == ("ConfigError: train=false evaluates a checkpoint: "
+                                      "give it with ckpt_path=PATH.")
+    assert "failed" in done.stdout and "ckpt_path=PATH" in done.stdout
+
+
+def test_job_status_reads_error_txt_for_failed_and_pruned_jobs(tmp_path):
+    assert job_status(tmp_path, {"test/acc": 0.5}) == ("done", "")
+    assert job_status(tmp_path, {})[0] == "failed"
+    (tmp_path / "error.txt").write_text("DataError: no dataset under /data\nSet data.root.\n")
+    assert job_status(tmp_path, {}) == ("failed", "Set data.root.")
+    (tmp_path / "error.txt").write_text("TrialPruned: Trial was pruned at epoch 1.\n")
+    assert job_status(tmp_path, {}) == ("pruned", "TrialPruned: Trial was pruned at epoch 1.")
+
+
+def test_fold_groups_give_mean_and_sample_standard_deviation_per_setting():
+    rows = [{"lr": "0.1", "data.fold": str(i), "status": "done", "m": value}
+            for i, value in enumerate([0.5, 0.7, 0.9])]
+    rows.append({"lr": "0.1", "data.fold": "3", "status": "failed"})
+    rows.append({"lr": "0.2", "data.fold": "0", "status": "done", "m": 0.4})
+    (first, second) = fold_groups(rows, ["lr"], ["m"])
+    assert first == {"lr": "0.1", "folds": "3/4", "m": pytest.approx(0.7), "m_std": pytest.approx(0.2)}
+    assert second == {"lr": "0.2", "folds": "1/1", "m": 0.4, "m_std": 0.0}
