@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset
+
+from datamodules.errors import ConfigError, DataError
 
 
 def stratified_split(
@@ -23,6 +25,23 @@ def stratified_split(
         indices, test_size=held_out, random_state=seed, stratify=np.asarray(labels)
     )
     return np.sort(kept), np.sort(held_out)
+
+
+def stratified_fold(
+    labels: Sequence[int], num_folds: int, fold: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (training, validation) of fold `fold` of `num_folds` stratified folds shuffled by `seed`:
+    the validation folds are disjoint and together cover every index."""
+    labels = np.asarray(labels)
+    smallest = np.bincount(labels).min(initial=len(labels)) if len(labels) else 0
+    if smallest < num_folds:
+        raise DataError(
+            f"data.num_folds={num_folds}, but a class has only {smallest} training image(s): every class "
+            f"needs at least one per fold. Lower data.num_folds to {max(2, smallest)} or less."
+        )
+    folds = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+    train, val = list(folds.split(np.zeros(len(labels)), labels))[fold]
+    return np.sort(train), np.sort(val)
 
 
 class VisionDataModule(pl.LightningDataModule):
@@ -101,7 +120,30 @@ class VisionDataModule(pl.LightningDataModule):
         return self._loader("test", shuffle=False)
 
 
-ClassificationDataModule = VisionDataModule  # the name classification datamodules know it by
+class ClassificationDataModule(VisionDataModule):
+    """Labelled images: the validation images are held out of the training set, or with
+    `num_folds` (k-fold cross-validation) are its fold `fold`."""
+
+    def __init__(self, *args: Any, num_folds: int | None = None, fold: int = 0, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.num_folds = num_folds
+        self.fold = fold
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.num_folds is not None and (self.num_folds < 2 or not 0 <= self.fold < self.num_folds):
+            raise ConfigError(
+                f"data.num_folds={self.num_folds} data.fold={self.fold}: k-fold cross-validation needs "
+                "data.num_folds >= 2 and 0 <= data.fold < data.num_folds (data.num_folds=null: no folds). "
+                "Sweep the folds with: python run.py -m data.num_folds=5 data.fold='range(5)'"
+            )
+        super().setup(stage)
+
+    def split_validation(self, labels: Sequence[int], held_out: float | int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices (training, validation) into the training set: fold `fold` of `num_folds`, or
+        a stratified hold-out of `held_out` (a fraction or a count) when there are no folds."""
+        if self.num_folds is not None:
+            return stratified_fold(labels, self.num_folds, self.fold, self.split_seed)
+        return stratified_split(labels, held_out, self.split_seed)
 
 
 class TorchvisionDataModule(ClassificationDataModule):
@@ -146,7 +188,7 @@ class TorchvisionDataModule(ClassificationDataModule):
         eval_view = self.make_dataset(train=True, transform=self.eval_transform())
         test = self.make_dataset(train=False, transform=self.eval_transform())
         self.classes = list(train_view.classes)
-        kept, held_out = stratified_split(train_view.targets, self.val_size, self.split_seed)
+        kept, held_out = self.split_validation(train_view.targets, self.val_size)
         return {
             "train": Subset(train_view, kept.tolist()),
             "val": Subset(eval_view, held_out.tolist()),

@@ -45,7 +45,7 @@ class DigitsDataModule(ClassificationDataModule):
         images = (images - self.mean[0]) / self.std[0]
         self.classes = [str(d) for d in range(10)]
         rest, test = stratified_split(labels.tolist(), self.test_fraction, self.split_seed)
-        train, val = stratified_split(labels[rest].tolist(), self.val_fraction, self.split_seed)
+        train, val = self.split_validation(labels[rest].tolist(), self.val_fraction)
         train, val = rest[train], rest[val]
         return {
             split: TensorDataset(images[idx], labels[idx])

@@ -8,7 +8,7 @@ from typing import Any
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from datamodules.base import ClassificationDataModule, stratified_split
+from datamodules.base import ClassificationDataModule
 from datamodules.image_files import ImageFileDataset
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_crop_eval, resize_crop_train
 
@@ -54,12 +54,16 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     def build_datasets(self) -> dict[str, Dataset]:
         samples = self.find_samples()
-        if "val" not in samples:
+        if self.num_folds is not None and "test" in samples:  # val/ joins the images the folds cover
+            samples["train"] += samples.pop("val", [])
+        samples.setdefault("test", samples.get("val"))  # no test/: val/ is the test set
+        if self.num_folds is not None or "val" not in samples:
             labels = [label for _, label in samples["train"]]
-            kept, held_out = stratified_split(labels, self.val_fraction, self.split_seed)
+            kept, held_out = self.split_validation(labels, self.val_fraction)
             samples["val"] = [samples["train"][i] for i in held_out]
             samples["train"] = [samples["train"][i] for i in kept]
-        samples.setdefault("test", samples["val"])
+        if samples["test"] is None:
+            samples["test"] = samples["val"]
         mode = "L" if self.channels == 1 else "RGB"
         mean, std = self.mean[: self.channels], self.std[: self.channels]
         train_tf = resize_crop_train(self.image_size, self.resize_size, mean, std)
