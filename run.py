@@ -240,6 +240,52 @@ def run(cfg: DictConfig) -> float | None:
     return metrics.get(f"best/{monitored}", metrics.get(monitored))
 
 
+def continue_latest_run(argv: list[str]) -> list[str]:
+    """`ckpt_path=latest`: the command line that continues, in its own directory, the newest run of
+    the same task whose overrides are these (ckpt_path aside); says which run it picked."""
+    if "ckpt_path=latest" not in argv[1:]:
+        return argv
+    overrides = [arg for arg in argv[1:] if not arg.startswith("ckpt_path=")]
+    if {"-m", "--multirun"} & set(overrides):
+        raise ConfigError("ckpt_path=latest continues one run; it cannot be used in a multirun (-m).")
+    run_dir = latest_matching_run([arg for arg in overrides if not arg.startswith("-")])
+    print(f"ckpt_path=latest: continuing {run_dir} from checkpoints/last.ckpt "
+          "(the newest run of this task with the same overrides)", file=sys.stderr)
+    return [argv[0], *overrides, f"hydra.run.dir='{run_dir}'", "ckpt_path=last"]
+
+
+def latest_matching_run(overrides: list[str]) -> Path:
+    """The newest `<log_dir>/<task>/runs/<run>` whose `.hydra/overrides.yaml` holds `overrides`
+    (in any order, ckpt_path aside) and which has `checkpoints/last.ckpt`."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[o for o in overrides if not o.startswith("hydra.")])
+    runs_dir = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
+    wanted = sorted(overrides)
+
+    def overrides_of(overrides_file: Path) -> list[str]:
+        return sorted(str(o) for o in OmegaConf.load(overrides_file) if not str(o).startswith("ckpt_path="))
+
+    matching = [file for file in sorted(runs_dir.glob("*/.hydra/overrides.yaml"), reverse=True)
+                if overrides_of(file) == wanted]
+    for overrides_file in matching:
+        if (overrides_file.parent.parent / "checkpoints" / "last.ckpt").is_file():
+            return overrides_file.parent.parent
+    shown = " ".join(overrides) or "(none)"
+    found = (f"{len(matching)} run(s) with these overrides, none with checkpoints/last.ckpt"
+             if matching else "no run with exactly these overrides")
+    raise ConfigError(
+        f"ckpt_path=latest: {found} in {runs_dir} (overrides: {shown}). Give the same overrides as the "
+        "run to continue, or name it: hydra.run.dir=<its directory> ckpt_path=last."
+    )
+
+
 if __name__ == "__main__":
     sys.argv = quote_numeric_choices(sys.argv)
+    try:
+        sys.argv = continue_latest_run(sys.argv)
+    except VisionlabError as error:
+        print_error(error)
+        raise SystemExit(2) from None
     main()
