@@ -131,3 +131,41 @@ def test_fold_groups_give_mean_and_sample_standard_deviation_per_setting():
     (first, second) = fold_groups(rows, ["lr"], ["m"])
     assert first == {"lr": "0.1", "folds": "3/4", "m": pytest.approx(0.7), "m_std": pytest.approx(0.2)}
     assert second == {"lr": "0.2", "folds": "1/1", "m": 0.4, "m_std": 0.0}
+
+
+TOY_SPACE = ("hydra.sweeper.params={optimizer.lr:'choice(0.003,1e-9)',optimizer.weight_decay:0.0,"
+             "data.batch_size:64,task.label_smoothing:0.0}")
+
+
+@pytest.mark.slow
+def test_optuna_study_in_sqlite_resumes_and_prunes_hopeless_trials(tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    command = ["hparams_search=classify_optuna", TOY_SPACE, f"hydra.sweeper.storage={storage}",
+               "hydra.sweeper.n_trials=2", "hparams_search.pruning=true",
+               "hparams_search.pruner.n_startup_trials=1", "hparams_search.pruner.n_warmup_steps=0"]
+    run_py(tmp_path, *command)
+    run_py(tmp_path, *command)  # the same command again: the same study goes on
+
+    study = optuna.load_study(study_name="classify", storage=storage)
+    assert [trial.number for trial in study.trials] == [0, 1, 2, 3]
+    pruned = [trial for trial in study.trials if "pruned_at_epoch" in trial.user_attrs]
+    assert pruned, "a trial with a learning rate of 1e-9 trails the others and is pruned"
+    for trial in pruned:
+        assert trial.params["optimizer.lr"] == 1e-9 and trial.user_attrs["pruned_at_epoch"] == 0
+        assert trial.state == optuna.trial.TrialState.FAIL and len(trial.intermediate_values) == 1
+    statuses = [row["status"] for sweep_dir in sweep_dirs(tmp_path) for row in summary_rows(sweep_dir)]
+    assert statuses.count("pruned") == len(pruned) and statuses.count("done") == 4 - len(pruned)
+    completed = [trial for trial in study.trials if trial not in pruned]
+    assert all(trial.state == optuna.trial.TrialState.COMPLETE for trial in completed)
+
+
+def test_pruning_without_a_study_database_is_a_config_error():
+    from callbacks.optuna_pruning import OptunaPruning
+    from datamodules.errors import ConfigError
+
+    callback = OptunaPruning(enabled=True, monitor="val/acc", storage=None, study_name="classify",
+                             pruner=None)
+    with pytest.raises(ConfigError, match="hydra.sweeper.storage=sqlite:///optuna.db"):
+        callback.setup(None, None, "fit")
