@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
@@ -33,6 +34,8 @@ class SupervisedTask(pl.LightningModule):
                              "(every training batch), N > 1 (every N-th batch) or 0 (none).")
         self.net = torch.compile(net) if compile else net
         self.optimizer = optimizer
+        # The optimizer is built with `lr`, so that Lightning's LearningRateFinder can set it.
+        self.lr: float | None = optimizer.keywords.get("lr") if isinstance(optimizer, partial) else None
         self.scheduler = scheduler
         self.train_metrics_every_n_steps = train_metrics_every_n_steps
         self._metrics_logged: set[str] = set()  # stages whose metric objects are logged this epoch
@@ -112,7 +115,8 @@ class SupervisedTask(pl.LightningModule):
         return repeated
 
     def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer if self.lr is None else partial(self.optimizer, lr=self.lr)
         return configure_optimization(
-            self.parameters(), self.optimizer, self.scheduler,
+            self.parameters(), optimizer, self.scheduler,
             total_steps=self.trainer.estimated_stepping_batches,
         )
