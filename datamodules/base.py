@@ -121,7 +121,8 @@ class VisionDataModule(pl.LightningDataModule):
         for split, dataset in self.datasets.items():
             if len(dataset) == 0:
                 raise DataError(f"{type(self).__name__}: the {split} split has no images. Check "
-                                "data.root and the split settings (data.val_fraction).")
+                                "data.root and the data keys that size the splits (data.val_fraction, "
+                                "data.val_size, data.<split>_scenes).")
         world_size = self.trainer.world_size if self.trainer is not None else 1
         per_process = math.ceil(len(self.datasets["train"]) / world_size)
         if self.drop_last and per_process < self.batch_size:
