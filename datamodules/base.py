@@ -31,7 +31,7 @@ def stratified_split(
         return indices, indices[:0]
     total = len(labels)
     count = held_out if isinstance(held_out, int) else math.ceil(held_out * total)  # as scikit-learn
-    if count >= total or (isinstance(held_out, float) and held_out >= 1):
+    if count >= total:
         raise DataError(
             f"{key}={held_out} holds out {count} of the {total} images, leaving none to train on. "
             f"Set {key} {'below ' + str(total) if isinstance(held_out, int) else 'between 0 and 1'}."

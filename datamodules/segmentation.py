@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
@@ -30,7 +30,7 @@ class MaskError(DataError):
 
 def read_mask(path: str | Path) -> torch.Tensor:
     """A label PNG's raw values as a (H, W) int64 tensor: palette indices are kept, never recoloured."""
-    with Image.open(path) as mask:
+    with open_mask(path) as mask:
         if mask.mode not in MASK_MODES:
             raise MaskError(
                 f"Mask {path} is a {mask.mode} image, but masks must be single-channel (palette 'P' "
@@ -38,7 +38,19 @@ def read_mask(path: str | Path) -> torch.Tensor:
                 "to RGB has lost its indices: restore the original file (image editors and some "
                 "converters do this when saving)."
             )
-        return torch.from_numpy(np.array(mask, dtype=np.int64))
+        try:
+            return torch.from_numpy(np.array(mask, dtype=np.int64))
+        except (OSError, ValueError, SyntaxError) as err:
+            raise MaskError(f"Cannot read mask {path}: {err}. Replace the file.") from err
+
+
+def open_mask(path: str | Path) -> Image.Image:
+    """Pillow's lazily opened mask; a file Pillow cannot identify raises MaskError naming it."""
+    try:
+        return Image.open(path)
+    except (UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise MaskError(f"Cannot read mask {path}: not an image Pillow knows, or its header is "
+                        "corrupt. Replace the file.") from err
 
 
 def mask_values_and_size(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
@@ -49,7 +61,7 @@ def mask_values_and_size(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
 
 def mask_size(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
     """No values (not read), and the (width, height) of one mask file from its header."""
-    with Image.open(path) as mask:
+    with open_mask(path) as mask:
         return np.zeros(0, dtype=np.int64), mask.size
 
 

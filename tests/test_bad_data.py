@@ -272,3 +272,12 @@ def test_list_files_class_counts_and_bad_files_raise_data_errors(tmp_path):
         read_image(tmp_path / "bad.jpg")
     assert isinstance(caught.value, DataError)
     assert issubclass(MaskError, DataError)
+
+
+def test_corrupt_mask_is_named(tmp_path):
+    root = write_fake_seg_folder(tmp_path / "seg", train=6, test=2)
+    (root / "test" / "masks" / "img1.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(MaskError, match=r"Cannot read mask .*test/masks/img1\.png.*Replace the file"):
+        seg_folder(root).setup("fit")
+    with pytest.raises(MaskError, match=r"img1\.png"):
+        seg_folder(root, check_masks=False).setup("fit")
