@@ -10,6 +10,11 @@ the same v2 transforms (resize 256, random crop 224, flip, normalise), batch siz
 - ImageFolder: torchvision's default loader, Pillow decoding at full size (the baseline);
 - torchvision.io: `decode_image` into a tensor at full size.
 Each figure is the median, over `--repeats` interleaved epochs after a warm-up epoch, of one epoch.
+
+Then the check before training: on a MIT67-sized folder of `--scan-images` (6,700) small JPEGs
+(160-320 px), the threaded header scan that `setup()` runs over every split
+(`datamodules.image_files.scan_images`, median of `--repeats`) against one epoch of the
+datamodule's training loader over the same folder (after a warm-up epoch).
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import interleaved_medians, machine_description, parse_args, print_table
+from common import interleaved_medians, machine_description, median_seconds, parse_args, print_table
 from PIL import Image
 from skimage import data as samples
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.io import ImageReadMode, decode_image
 
+from datamodules.image_files import scan_images
 from datamodules.mit67 import MIT67DataModule
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_crop_train
 
@@ -42,10 +48,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", type=int, default=8, help="class folders")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--scan-images", type=int, default=6700, help="JPEGs for the scan (MIT67: 6,700)")
+    parser.add_argument("--scan-only", action="store_true", help="measure only the header scan")
 
 
-def write_mit67_jpegs(root: Path, images: int, classes: int, seed: int = 0) -> Path:
-    """A MIT67-format folder of `images` JPEGs (300-800 px crops of sample photos); returns root."""
+def write_mit67_jpegs(root: Path, images: int, classes: int, seed: int = 0,
+                      sides: tuple[int, int] = (300, 800)) -> Path:
+    """A MIT67-format folder of `images` JPEGs (sample-photo crops, longer side in `sides`); returns root."""
     rng = np.random.default_rng(seed)
     photos = [Image.fromarray(getattr(samples, name)()) for name in PHOTOS]
     lines = []
@@ -54,7 +63,7 @@ def write_mit67_jpegs(root: Path, images: int, classes: int, seed: int = 0) -> P
         w, h = photo.size
         cw, ch = (int(s * rng.uniform(0.5, 1.0)) for s in (w, h))
         left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        long_side = int(rng.integers(300, 801))
+        long_side = int(rng.integers(sides[0], sides[1] + 1))
         scale = long_side / max(cw, ch)
         image = photo.crop((left, top, left + cw, top + ch)).resize(
             (max(1, round(cw * scale)), max(1, round(ch * scale))), Image.Resampling.BICUBIC)
@@ -86,12 +95,42 @@ class TensorDecodedImages(Dataset):
         return self.transform(decode_image(str(path), mode=ImageReadMode.RGB)), label
 
 
+def measure_scan(args: argparse.Namespace) -> None:
+    """Time the header scan of every split against one training epoch on a MIT67-sized folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        classes = min(67, max(1, args.scan_images // 20))  # MIT67's 67 at full size
+        root = write_mit67_jpegs(Path(tmp), args.scan_images, classes, sides=(160, 320))
+        datamodule = MIT67DataModule(
+            str(root), num_classes=classes, channels=3, image_size=224, resize_size=256,
+            batch_size=args.batch_size, num_workers=args.workers, persistent_workers=True,
+        )
+        datamodule.setup("fit")
+        paths = [path for split in ("train", "val", "test") for path, _ in datamodule.datasets[split].samples]
+        scan = median_seconds(lambda: scan_images(paths), args.repeats)
+        loader = datamodule.train_dataloader()
+        epoch = median_seconds(lambda: sum(1 for _ in loader), 1)
+    trained = len(datamodule.datasets["train"])
+    print_table(f"Header scan of every split ({len(paths)} files) against one training epoch "
+                f"({trained} images, batch {args.batch_size}, {args.workers} workers)", [
+                    {"what": "scan_images", "seconds": scan, "ms per image": 1000 * scan / len(paths)},
+                    {"what": "training epoch", "seconds": epoch, "ms per image": 1000 * epoch / trained},
+                ])
+    print(f"ratio scan/epoch [pre-training header scan]: {scan / epoch:.3f} (target <= 0.05)")
+
+
 def main() -> None:
-    """Build the three loaders, time their epochs interleaved, print images/s and the ratio."""
+    """Build the three loaders, time their epochs interleaved, print images/s and the ratio; then the scan."""
     args = parse_args(__doc__.splitlines()[0], add_options)
     if args.quick:
-        args.images, args.classes, args.repeats = 48, 4, 1
+        args.images, args.classes, args.repeats, args.scan_images = 48, 4, 1, 200
     print(f"Machine: {machine_description()}; loader workers: {args.workers}")
+    if not args.scan_only:
+        measure_loaders(args)
+    measure_scan(args)
+
+
+def measure_loaders(args: argparse.Namespace) -> None:
+    """The three training loaders' images/s on the same generated folder."""
     with tempfile.TemporaryDirectory() as tmp:
         root = write_mit67_jpegs(Path(tmp), args.images, args.classes)
         datamodule = MIT67DataModule(

@@ -2,29 +2,76 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_warn
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from datamodules.errors import ConfigError, DataError
+from datamodules.errors import ConfigError, DataError, MissingDataError
 
 
 def stratified_split(
-    labels: Sequence[int], held_out: float | int, seed: int
+    labels: Sequence[int], held_out: float | int, seed: int, key: str = "data.val_fraction",
+    classes: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (kept, held out), holding out a fraction or a count of each class, fixed by `seed`."""
+    """Indices (kept, held out): a fraction (float) or a count (int) of each class held out, fixed by `seed`.
+
+    When the data cannot be stratified (a class with one image, or fewer images held out or kept
+    than there are classes), a seeded unstratified split is used, with a warning naming `key`
+    values that would allow stratification.
+    """
     indices = np.arange(len(labels))
     if held_out <= 0:
         return indices, indices[:0]
-    kept, held_out = train_test_split(
-        indices, test_size=held_out, random_state=seed, stratify=np.asarray(labels)
-    )
-    return np.sort(kept), np.sort(held_out)
+    total = len(labels)
+    count = held_out if isinstance(held_out, int) else math.ceil(held_out * total)  # as scikit-learn
+    if count >= total:
+        raise DataError(
+            f"{key}={held_out} holds out {count} of the {total} images, leaving none to train on. "
+            f"Set {key} {'below ' + str(total) if isinstance(held_out, int) else 'between 0 and 1'}."
+        )
+    problem = stratification_problem(labels, count, key, held_out, classes)
+    if problem is None:
+        kept, held = train_test_split(indices, test_size=held_out, random_state=seed,
+                                      stratify=np.asarray(labels))
+    else:
+        rank_zero_warn(f"{problem} Holding out {count} images at random (data.split_seed={seed}) "
+                       "instead, not stratified: some classes may be missing from the held-out split.")
+        held, kept = np.split(np.random.default_rng(seed).permutation(total), [count])
+    return np.sort(kept), np.sort(held)
+
+
+def stratification_problem(
+    labels: Sequence[int], count: int, key: str, held_out: float | int, classes: Sequence[str] | None
+) -> str | None:
+    """Why holding out `count` of `labels` cannot keep every class on both sides, or None if it can."""
+    sizes = np.bincount(np.asarray(labels))
+    present = int((sizes > 0).sum())
+    single = [int(label) for label in np.flatnonzero(sizes == 1)]
+    if single:
+        named = [classes[i] if classes else str(i) for i in single]
+        return (f"A stratified split needs at least 2 images of every class, and {len(single)} "
+                f"class(es) have one ({', '.join(named[:5])}{', ...' if len(single) > 5 else ''}).")
+    if present <= count <= len(labels) - present:
+        return None
+    total = len(labels)
+    if 2 * present > total:
+        hint = f"no {key} can: that needs at least {2 * present} images"
+    elif isinstance(held_out, int):
+        hint = f"{key} from {present} to {total - present} would allow it"
+    else:
+        low = math.ceil(present / total * 1000) / 1000
+        high = math.floor((total - present) / total * 1000) / 1000
+        hint = f"{key} from {low} to {high} would allow it"
+    return (f"{key}={held_out} holds out {count} of the {total} images and keeps {total - count}: "
+            f"with {present} classes a stratified split (every class on both sides) is impossible; "
+            f"{hint}.")
 
 
 def stratified_fold(
@@ -83,12 +130,31 @@ class VisionDataModule(pl.LightningDataModule):
         if self.datasets is None:
             self.datasets = self.build_datasets()
             self.check_num_classes()
+            self.check_splits()
+
+    def check_splits(self) -> None:
+        """Refuse an empty split, and a training set that drop_last would leave without one batch."""
+        assert self.datasets is not None
+        for split, dataset in self.datasets.items():
+            if len(dataset) == 0:
+                raise DataError(f"{type(self).__name__}: the {split} split has no images. Check "
+                                "data.root and the data keys that size the splits (data.val_fraction, "
+                                "data.val_size, data.<split>_scenes).")
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        per_process = math.ceil(len(self.datasets["train"]) / world_size)
+        if self.drop_last and per_process < self.batch_size:
+            raise DataError(
+                f"data.drop_last=true with data.batch_size={self.batch_size} drops every training "
+                f"image: each of the {world_size} process(es) has {per_process} of the "
+                f"{len(self.datasets['train'])}, less than one batch, so nothing would train. Set "
+                f"data.batch_size={per_process} or less, or data.drop_last=false."
+            )
 
     def check_num_classes(self) -> None:
         """Fail clearly when the configured class count disagrees with the data."""
         if len(self.classes) != self.num_classes:
             shown = ", ".join(self.classes[:8]) + (", ..." if len(self.classes) > 8 else "")
-            raise ValueError(
+            raise DataError(
                 f"data.num_classes={self.num_classes} but the {type(self).__name__} data has "
                 f"{len(self.classes)} classes ({shown}). Set data.num_classes={len(self.classes)}."
             )
@@ -138,12 +204,14 @@ class ClassificationDataModule(VisionDataModule):
             )
         super().setup(stage)
 
-    def split_validation(self, labels: Sequence[int], held_out: float | int) -> tuple[np.ndarray, np.ndarray]:
+    def split_validation(
+        self, labels: Sequence[int], held_out: float | int, key: str
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Indices (training, validation) into the training set: fold `fold` of `num_folds`, or
-        a stratified hold-out of `held_out` (a fraction or a count) when there are no folds."""
+        a stratified hold-out of `held_out` (a fraction or a count, set by `key`) without folds."""
         if self.num_folds is not None:
             return stratified_fold(labels, self.num_folds, self.fold, self.split_seed)
-        return stratified_split(labels, held_out, self.split_seed)
+        return stratified_split(labels, held_out, self.split_seed, key, self.classes)
 
 
 class TorchvisionDataModule(ClassificationDataModule):
@@ -180,7 +248,7 @@ class TorchvisionDataModule(ClassificationDataModule):
         try:
             train_view = self.make_dataset(train=True, transform=self.train_transform())
         except RuntimeError as err:
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"{type(self).__name__}: no dataset under {self.root} ({err}). Expected "
                 f"{self.root}/{self.layout}. Set data.download=true to download it there, or "
                 "point data.root at the folder that holds it."
@@ -188,7 +256,7 @@ class TorchvisionDataModule(ClassificationDataModule):
         eval_view = self.make_dataset(train=True, transform=self.eval_transform())
         test = self.make_dataset(train=False, transform=self.eval_transform())
         self.classes = list(train_view.classes)
-        kept, held_out = self.split_validation(train_view.targets, self.val_size)
+        kept, held_out = self.split_validation(train_view.targets, self.val_size, "data.val_size")
         return {
             "train": Subset(train_view, kept.tolist()),
             "val": Subset(eval_view, held_out.tolist()),

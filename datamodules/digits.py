@@ -8,6 +8,7 @@ from sklearn.datasets import load_digits
 from torch.utils.data import Dataset, TensorDataset
 
 from datamodules.base import ClassificationDataModule, stratified_split
+from datamodules.errors import ConfigError
 
 
 def load_digit_images(image_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,7 +36,7 @@ class DigitsDataModule(ClassificationDataModule):
         **loader_options: object,
     ) -> None:
         if channels != 1:
-            raise ValueError("The digits are grayscale: set data.channels=1.")
+            raise ConfigError("The digits are grayscale: set data.channels=1.")
         super().__init__(num_classes, channels, image_size, **loader_options)
         self.test_fraction = test_fraction
         self.val_fraction = val_fraction
@@ -44,8 +45,9 @@ class DigitsDataModule(ClassificationDataModule):
         images, labels = load_digit_images(self.image_size)
         images = (images - self.mean[0]) / self.std[0]
         self.classes = [str(d) for d in range(10)]
-        rest, test = stratified_split(labels.tolist(), self.test_fraction, self.split_seed)
-        train, val = self.split_validation(labels[rest].tolist(), self.val_fraction)
+        rest, test = stratified_split(labels.tolist(), self.test_fraction, self.split_seed,
+                                      "data.test_fraction", self.classes)
+        train, val = self.split_validation(labels[rest].tolist(), self.val_fraction, "data.val_fraction")
         train, val = rest[train], rest[val]
         return {
             split: TensorDataset(images[idx], labels[idx])

@@ -21,3 +21,7 @@ class DataError(VisionlabError, ValueError):
 
 class CheckpointError(VisionlabError, ValueError):
     """A checkpoint that is missing, truncated, or was written by another network or task."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """A dataset root, list file, image or mask that is not where the config says."""

@@ -9,7 +9,8 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from datamodules.base import ClassificationDataModule
-from datamodules.image_files import ImageFileDataset
+from datamodules.errors import DataError, MissingDataError
+from datamodules.image_files import DEFAULT_MAX_PIXELS, ImageFileDataset, drop_unreadable
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_crop_eval, resize_crop_train
 
 Samples = list[tuple[Path, int]]
@@ -27,6 +28,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         resize_size: int = 256,
         val_fraction: float = 0.1,
         skip_bad_images: bool = False,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -34,12 +36,13 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.resize_size = resize_size
         self.val_fraction = val_fraction
         self.skip_bad_images = skip_bad_images
+        self.max_image_pixels = max_image_pixels
 
     def find_samples(self) -> dict[str, Samples]:
         """The (path, label) samples of each split present on disk; sets `self.classes`."""
         train_dir = self.root / "train"
         if not train_dir.is_dir():
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"No training folder {train_dir}. An image folder dataset needs "
                 "<root>/train/<class>/<image> (and optionally val/ and test/ alike): set data.root."
             )
@@ -47,19 +50,39 @@ class ImageFolderDataModule(ClassificationDataModule):
         splits = {}
         for split in ("train", "val", "test"):
             if (self.root / split).is_dir():
-                found = make_dataset(self.root / split, class_to_idx, IMG_EXTENSIONS,
-                                     allow_empty=split != "train")
+                try:
+                    found = make_dataset(self.root / split, class_to_idx, IMG_EXTENSIONS,
+                                         allow_empty=split != "train")
+                except FileNotFoundError as err:  # a class folder of train/ without images
+                    raise DataError(
+                        f"{err}\nEvery folder in {train_dir} is a class and needs at least one image: "
+                        "add images to the empty class folder(s), or delete them and adjust data.num_classes."
+                    ) from err
+                if not found:
+                    instead = " to hold out data.val_fraction of train/ instead" if split == "val" else ""
+                    raise DataError(
+                        f"The {split} folder {self.root / split} holds no images "
+                        f"({', '.join(IMG_EXTENSIONS)}) in class folders <class>/<image>. Put the "
+                        f"{split} images there, or delete the folder{instead}."
+                    )
                 splits[split] = [(Path(path), label) for path, label in found]
         return splits
 
     def build_datasets(self) -> dict[str, Dataset]:
-        samples = self.find_samples()
+        samples = drop_unreadable(self.find_samples(), self.skip_bad_images, self.max_image_pixels)
         if self.num_folds is not None and "test" in samples:  # val/ joins the images the folds cover
             samples["train"] += samples.pop("val", [])
         samples.setdefault("test", samples.get("val"))  # no test/: val/ is the test set
         if self.num_folds is not None or "val" not in samples:
+            if self.num_folds is None and self.val_fraction <= 0:
+                raise DataError(
+                    f"data.val_fraction={self.val_fraction} and no {self.root / 'val'} folder: there would "
+                    "be no validation split, so no best checkpoint and nothing to choose it by. Set "
+                    "data.val_fraction above 0 (e.g. 0.1) to hold out part of the training images, or "
+                    "add a val/ folder."
+                )
             labels = [label for _, label in samples["train"]]
-            kept, held_out = self.split_validation(labels, self.val_fraction)
+            kept, held_out = self.split_validation(labels, self.val_fraction, "data.val_fraction")
             samples["val"] = [samples["train"][i] for i in held_out]
             samples["train"] = [samples["train"][i] for i in kept]
         if samples["test"] is None:
@@ -72,6 +95,7 @@ class ImageFolderDataModule(ClassificationDataModule):
             split: ImageFileDataset(
                 split_samples, train_tf if split == "train" else eval_tf, mode=mode,
                 min_size=self.resize_size, skip_bad_images=self.skip_bad_images,
+                max_pixels=self.max_image_pixels,
             )
             for split, split_samples in samples.items()
         }

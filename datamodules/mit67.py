@@ -6,6 +6,7 @@ from pathlib import Path
 
 from torchvision.datasets.utils import download_and_extract_archive, download_url
 
+from datamodules.errors import DataError, MissingDataError
 from datamodules.image_files import check_files_exist
 from datamodules.image_folder import ImageFolderDataModule, Samples
 
@@ -26,13 +27,14 @@ def read_image_list(list_file: Path, images_dir: Path, class_to_idx: dict[str, i
             continue
         class_name = entry.split("/", 1)[0]
         if "/" not in entry or class_name not in class_to_idx:
-            raise ValueError(
+            raise DataError(
                 f"{list_file}:{number}: {entry!r} is not <class>/<file> with a class folder "
                 f"of {images_dir}. Is this the list file of this copy of MIT67?"
             )
         samples.append((images_dir / entry, class_to_idx[class_name]))
     if not samples:
-        raise ValueError(f"{list_file} lists no images.")
+        raise DataError(f"{list_file} lists no images: restore the list file of your MIT67 copy "
+                        "(one <class>/<file> per line), or set data.download=true to fetch it.")
     return samples
 
 
@@ -56,7 +58,7 @@ class MIT67DataModule(ImageFolderDataModule):
         images_dir = self.root / "Images"
         missing = [p for p in (images_dir, *(self.root / n for n in LIST_URLS)) if not p.exists()]
         if missing:
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"MIT67 not found: {', '.join(map(str, missing))} missing. Expected "
                 f"{self.root}/Images/<class>/<image> with TrainImages.txt and TestImages.txt "
                 f"beside Images/ (from {IMAGES_URL} and web.mit.edu/torralba/www/). Set "

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.datasets import OxfordIIITPet
 
+from datamodules.errors import MissingDataError
 from datamodules.segmentation import Pairs, SegmentationDataModule, held_out_split
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -27,7 +28,7 @@ def read_pets_split(pets_dir: Path, list_name: str) -> Pairs:
     """(JPEG, trimap PNG) pairs of an annotation list whose lines start with the image name."""
     list_file = pets_dir / "annotations" / list_name
     if not list_file.is_file():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"Oxford-IIIT Pet list {list_file} does not exist. Expected {pets_dir}/images/*.jpg and "
             f"{pets_dir}/annotations/{{trimaps/*.png,trainval.txt,test.txt}}: set data.root to the "
             "folder that holds oxford-iiit-pet/, or data.download=true to download it there."

@@ -9,6 +9,7 @@ from typing import Any
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from datamodules.errors import MissingDataError
 from datamodules.segmentation import Pairs, SegmentationDataModule, held_out_split
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -44,7 +45,7 @@ class SegFolderDataModule(SegmentationDataModule):
 
     def build_datasets(self) -> dict[str, Dataset]:
         if not (self.root / "train" / "images").is_dir():
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"No folder {self.root / 'train' / 'images'}. A segmentation folder needs "
                 "<root>/train/images/<name>.jpg with <root>/train/masks/<name>.png (and optionally "
                 "val/ and test/ alike): set data.root."

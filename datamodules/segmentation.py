@@ -11,25 +11,26 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from datamodules.base import VisionDataModule
-from datamodules.image_files import read_image
+from datamodules.errors import DataError, MissingDataError
+from datamodules.image_files import DEFAULT_MAX_PIXELS, UnreadableImageError, listing, read_image, scan_images
 from datamodules.transforms import segmentation_eval, segmentation_train
 
 Pairs = list[tuple[Path, Path]]
 MASK_MODES = ("P", "L", "I", "I;16", "1")  # single-channel modes whose values are class indices
 
 
-class MaskError(ValueError):
-    """A mask that cannot be read as class indices, or that holds values outside the classes."""
+class MaskError(DataError):
+    """A mask that cannot be read as class indices, holds values outside the classes, or misfits its image."""
 
 
 def read_mask(path: str | Path) -> torch.Tensor:
     """A label PNG's raw values as a (H, W) int64 tensor: palette indices are kept, never recoloured."""
-    with Image.open(path) as mask:
+    with open_mask(path) as mask:
         if mask.mode not in MASK_MODES:
             raise MaskError(
                 f"Mask {path} is a {mask.mode} image, but masks must be single-channel (palette 'P' "
@@ -37,12 +38,31 @@ def read_mask(path: str | Path) -> torch.Tensor:
                 "to RGB has lost its indices: restore the original file (image editors and some "
                 "converters do this when saving)."
             )
-        return torch.from_numpy(np.array(mask, dtype=np.int64))
+        try:
+            return torch.from_numpy(np.array(mask, dtype=np.int64))
+        except (OSError, ValueError, SyntaxError) as err:
+            raise MaskError(f"Cannot read mask {path}: {err}. Replace the file.") from err
 
 
-def mask_values(path: Path) -> np.ndarray:
-    """The distinct values of one mask file."""
-    return np.unique(read_mask(path).numpy())
+def open_mask(path: str | Path) -> Image.Image:
+    """Pillow's lazily opened mask; a file Pillow cannot identify raises MaskError naming it."""
+    try:
+        return Image.open(path)
+    except (UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise MaskError(f"Cannot read mask {path}: not an image Pillow knows, or its header is "
+                        "corrupt. Replace the file.") from err
+
+
+def mask_values_and_size(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+    """The distinct values of one mask file, and its (width, height)."""
+    mask = read_mask(path).numpy()
+    return np.unique(mask), (mask.shape[1], mask.shape[0])
+
+
+def mask_size(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+    """No values (not read), and the (width, height) of one mask file from its header."""
+    with open_mask(path) as mask:
+        return np.zeros(0, dtype=np.int64), mask.size
 
 
 def check_files(pairs: Sequence[tuple[Path, Path]], what: str) -> None:
@@ -50,29 +70,53 @@ def check_files(pairs: Sequence[tuple[Path, Path]], what: str) -> None:
     problems = [f"{image} does not exist" for image, _ in pairs if not Path(image).is_file()]
     problems += [f"{image} has no mask {mask}" for image, mask in pairs if not Path(mask).is_file()]
     if problems:
-        shown = "\n  ".join(problems[:10]) + ("\n  ..." if len(problems) > 10 else "")
-        raise FileNotFoundError(
-            f"{len(problems)} problem(s) with the files of {what}:\n  {shown}\nEvery image needs "
-            "a mask of the same name: check that data.root points at a complete copy of the dataset."
+        raise MissingDataError(
+            f"{len(problems)} problem(s) with the files of {what}:\n{listing(problems)}\nEvery image "
+            "needs a mask of the same name: check that data.root points at a complete copy of the dataset."
         )
 
 
-def check_masks(
-    pairs: Sequence[tuple[Path, Path]], allowed: Sequence[int], what: str, workers: int = 4
+def check_images(pairs: Pairs, what: str, max_pixels: int) -> dict[Path, tuple[int, int]]:
+    """Header-scan every image of `pairs`; raise naming all unreadable ones, else return their sizes."""
+    sizes, problems = scan_images([image for image, _ in pairs], max_pixels)
+    if problems:
+        raise UnreadableImageError(
+            f"{len(problems)} image(s) of {what} cannot be read:\n{listing(list(problems.values()))}\n"
+            "Replace them, or delete them with their masks (or from the split list)."
+        )
+    return sizes
+
+
+def check_mask_sizes(
+    pairs: Sequence[tuple[Path, Path]], image_sizes: dict[Path, tuple[int, int]],
+    mask_sizes: Sequence[tuple[int, int]], what: str,
 ) -> None:
-    """Raise one error naming every mask that is unreadable or holds values not in `allowed`."""
+    """Raise one error naming every mask whose size differs from its (upright) image's."""
+    mismatched = [f"{mask} is {mw}x{mh}, its image {image} {image_sizes[Path(image)][0]}x"
+                  f"{image_sizes[Path(image)][1]}"
+                  for (image, mask), (mw, mh) in zip(pairs, mask_sizes, strict=True)
+                  if image_sizes[Path(image)] != (mw, mh)]
+    if mismatched:
+        raise MaskError(
+            f"{len(mismatched)} mask(s) of {what} differ in size from their image (width x height, "
+            f"after the image's EXIF orientation):\n{listing(mismatched)}\nEach mask must label its "
+            "image pixel for pixel: re-export the masks at their images' size."
+        )
+
+
+def check_mask_values(
+    pairs: Sequence[tuple[Path, Path]], found: Sequence[np.ndarray], allowed: Sequence[int], what: str
+) -> None:
+    """Raise one error naming every mask that holds values not in `allowed`."""
     allowed_set = set(int(v) for v in allowed)
-    with ThreadPoolExecutor(workers) as pool:
-        found = list(pool.map(mask_values, [mask for _, mask in pairs]))
     bad = [(mask, sorted(set(values.tolist()) - allowed_set))
            for (_, mask), values in zip(pairs, found, strict=True)]
-    bad = [(mask, values) for mask, values in bad if values]
+    bad = [f"{mask}: {values}" for mask, values in bad if values]
     if bad:
-        shown = "\n  ".join(f"{mask}: {values}" for mask, values in bad[:10])
         raise MaskError(
             f"{len(bad)} mask(s) of {what} hold values outside the allowed {sorted(allowed_set)}:\n"
-            f"  {shown}{chr(10) + '  ...' if len(bad) > 10 else ''}\nMask values must be class "
-            "indices below data.num_classes or the ignore index: fix data.num_classes or the masks."
+            f"{listing(bad)}\nMask values must be class indices below data.num_classes or the ignore "
+            "index: fix data.num_classes or the masks."
         )
 
 
@@ -85,18 +129,20 @@ class SegmentationFileDataset(Dataset):
         transform: Callable[..., Any] | None = None,
         mode: str = "RGB",
         label_map: torch.Tensor | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.pairs = list(pairs)
         self.transform = transform
         self.mode = mode
         self.label_map = label_map
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image_path, mask_path = self.pairs[index]
-        image = tv_tensors.Image(read_image(image_path, self.mode))
+        image = tv_tensors.Image(read_image(image_path, self.mode, max_pixels=self.max_pixels))
         mask = read_mask(mask_path)
         if mask.shape != image.shape[-2:]:
             raise MaskError(f"Mask {mask_path} is {tuple(mask.shape)} but image {image_path} is "
@@ -125,6 +171,12 @@ def pad_collate(
 
 def held_out_split(pairs: Pairs, fraction: float, seed: int) -> dict[str, Pairs]:
     """`train` and `val` pairs, holding out `fraction` of them (at least one) chosen by `seed`."""
+    if fraction <= 0:
+        raise DataError(
+            f"data.val_fraction={fraction} and no validation split: there would be nothing to "
+            "validate on, no best checkpoint. Set data.val_fraction above 0 (e.g. 0.1)"
+            " or, for data=seg_folder, add a val/ folder."
+        )
     order = np.random.default_rng(seed).permutation(len(pairs))
     held_out = set(order[: max(1, int(round(fraction * len(pairs))))].tolist())
     return {"train": [p for i, p in enumerate(pairs) if i not in held_out],
@@ -147,9 +199,11 @@ class SegmentationDataModule(VisionDataModule):
         hflip: bool = True,
         ignore_index: int = 255,
         check_masks: bool = True,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
         **options: Any,
     ) -> None:
         super().__init__(num_classes, channels, image_size, **options)
+        self.max_image_pixels = max_image_pixels
         self.base_size = base_size
         self.scale_range = tuple(scale_range)
         self.hflip = hflip
@@ -176,19 +230,46 @@ class SegmentationDataModule(VisionDataModule):
     def file_datasets(
         self, pairs: dict[str, Pairs], label_map: torch.Tensor | None = None
     ) -> dict[str, Dataset]:
-        """Check the class count, files and masks (unless data.check_masks=false); wrap them in datasets."""
+        """Check the class count, files, image headers and masks of every split; wrap them in datasets."""
         self.check_num_classes()
         for split, split_pairs in pairs.items():
-            if not split_pairs:
-                raise FileNotFoundError(f"{type(self).__name__}: the {split} split has no images.")
-            check_files(split_pairs, f"the {split} split")
-            if self.check_masks:
-                check_masks(split_pairs, self.allowed_mask_values(), f"the {split} split")
+            self.check_split(split, split_pairs, label_map)
         mode = "L" if self.channels == 1 else "RGB"
         return {
             split: SegmentationFileDataset(
                 split_pairs, self.train_transform() if split == "train" else self.eval_transform(),
-                mode=mode, label_map=label_map,
+                mode=mode, label_map=label_map, max_pixels=self.max_image_pixels,
             )
             for split, split_pairs in pairs.items()
         }
+
+    def check_split(self, split: str, pairs: Pairs, label_map: torch.Tensor | None) -> None:
+        """Files present, images readable, masks of their image's size; with data.check_masks, mask values."""
+        what = f"the {split} split"
+        if not pairs:
+            raise MissingDataError(f"{type(self).__name__}: {what} has no images. Check data.root and "
+                                   "the split's folder or list file.")
+        check_files(pairs, what)
+        image_sizes = check_images(pairs, what, self.max_image_pixels)
+        read = mask_values_and_size if self.check_masks else mask_size
+        with ThreadPoolExecutor(16) as pool:
+            values, mask_sizes = zip(*pool.map(read, [mask for _, mask in pairs]), strict=True)
+        check_mask_sizes(pairs, image_sizes, mask_sizes, what)
+        if self.check_masks:
+            check_mask_values(pairs, values, self.allowed_mask_values(), what)
+            self.check_labelled(split, values, label_map)
+
+    def check_labelled(
+        self, split: str, values: Sequence[np.ndarray], label_map: torch.Tensor | None
+    ) -> None:
+        """Refuse a split whose masks hold no labelled pixel: its IoU would be NaN, no checkpoint choice."""
+        present = np.unique(np.concatenate(values)) if values else np.zeros(0, dtype=np.int64)
+        classes = label_map[torch.from_numpy(present)].numpy() if label_map is not None else present
+        if (classes != self.ignore_index).any():
+            return
+        raise DataError(
+            f"Every pixel of every mask of the {split} split is ignored (values {present.tolist()}, "
+            f"data.ignore_index={self.ignore_index}): {split} metrics would be NaN and no checkpoint could "
+            "be chosen by them. Check that the masks hold class indices (not only the ignore value), and "
+            "data.ignore_index."
+        )

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from datamodules.errors import ConfigError, DataError, MissingDataError
 from datamodules.image_files import read_image
 from lightning_modules.style_losses import resize_longer_side
 
@@ -30,12 +31,13 @@ def image_sources(spec: str | Sequence[str]) -> list[str]:
         elif path.is_dir():
             found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
             if not found:
-                raise FileNotFoundError(f"The folder {path} holds no images ({', '.join(IMG_EXTENSIONS)}).")
+                raise MissingDataError(f"The folder {path} holds no images ({', '.join(IMG_EXTENSIONS)}): "
+                                       "add some, or give image files or skimage:<name> instead.")
             sources.extend(found)
         elif path.is_file():
             sources.append(str(path))
         else:
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"Image {path} does not exist. Give a file, a folder of images, or skimage:<name> "
                 "(e.g. skimage:astronaut) for a photograph bundled with scikit-image."
             )
@@ -55,14 +57,15 @@ def load_source(source: str, size: int, min_size: int) -> torch.Tensor:
 
         name = source.removeprefix(EMBEDDED_PREFIX)
         if not hasattr(skimage.data, name):
-            raise ValueError(f"scikit-image has no sample picture {name!r} (see skimage.data).")
+            raise ConfigError(f"scikit-image has no sample picture {name!r}: use a name from skimage.data, "
+                              "e.g. skimage:astronaut.")
         array = getattr(skimage.data, name)()
         array = np.stack([array] * 3, axis=-1) if array.ndim == 2 else array[..., :3]
         image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
     else:
         image = read_image(source, "RGB")
     if min(image.shape[-2:]) < min_size:
-        raise ValueError(
+        raise DataError(
             f"Image {source} is {image.shape[-1]}x{image.shape[-2]} pixels; VGG's deepest layers need "
             f"at least {min_size} pixels on each side. Use a larger image."
         )
@@ -129,7 +132,7 @@ class StyleImagesDataModule(pl.LightningDataModule):
         contents, styles = image_sources(self.content), image_sources(self.style)
         weights = list(self.style_weights) if self.style_weights else [1.0] * len(styles)
         if len(weights) != len(styles) or sum(weights) <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"data.style_weights {weights} must give one positive weight per style image "
                 f"({len(styles)}: {', '.join(map(source_name, styles))})."
             )

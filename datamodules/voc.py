@@ -8,6 +8,7 @@ from typing import Any
 from torch.utils.data import Dataset
 from torchvision.datasets import VOCSegmentation
 
+from datamodules.errors import MissingDataError
 from datamodules.segmentation import Pairs, SegmentationDataModule, held_out_split
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -22,7 +23,7 @@ def read_voc_split(voc_dir: Path, split: str) -> Pairs:
     """(JPEG, palette PNG) pairs listed in `ImageSets/Segmentation/<split>.txt`."""
     list_file = voc_dir / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not list_file.is_file():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"Pascal VOC split list {list_file} does not exist. Expected {voc_dir}/"
             "{JPEGImages,SegmentationClass,ImageSets/Segmentation}: set data.root to the folder "
             "that holds VOCdevkit/, or data.download=true to download it there."
