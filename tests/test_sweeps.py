@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,26 @@ def test_pruning_without_a_study_database_is_a_config_error():
                              pruner=None)
     with pytest.raises(ConfigError, match="hydra.sweeper.storage=sqlite:///optuna.db"):
         callback.setup(None, None, "fit")
+
+
+def test_a_multirun_from_another_directory_without_project_root_writes_beside_run_py(tmp_path):
+    import os
+    import shutil
+
+    copy = tmp_path / "copy"
+    def unneeded(folder: str, names: list[str]) -> list[str]:  # outputs, data and caches of the checkout
+        top = Path(folder) == ROOT
+        return [name for name in names
+                if name == "__pycache__" or top and (name.startswith(".") or name in ("outputs", "data"))]
+
+    shutil.copytree(ROOT, copy, ignore=unneeded)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    environment = {key: value for key, value in os.environ.items() if key != "PROJECT_ROOT"}
+    done = subprocess.run([sys.executable, str(copy / "run.py"), "-m", "optimizer=sgd", "debug=smoke"],
+                          cwd=elsewhere, env=environment, capture_output=True, text=True, timeout=600)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep_dir,) = sweep_dirs(copy)
+    assert [row["status"] for row in summary_rows(sweep_dir)] == ["done"]
+    assert not list(elsewhere.iterdir())
