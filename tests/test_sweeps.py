@@ -194,3 +194,13 @@ def test_a_multirun_from_another_directory_without_project_root_writes_beside_ru
     (sweep_dir,) = sweep_dirs(copy)
     assert [row["status"] for row in summary_rows(sweep_dir)] == ["done"]
     assert not list(elsewhere.iterdir())
+
+
+def test_an_optuna_search_whose_every_trial_failed_still_leaves_its_summary(tmp_path):
+    done = run_py(tmp_path, "hparams_search=classify_optuna", "hydra.sweeper.n_trials=1", "train=false",
+                  check=False)
+
+    assert done.returncode == 1
+    (sweep_dir,) = sweep_dirs(tmp_path)
+    (row,) = summary_rows(sweep_dir)
+    assert row["status"] == "failed" and row["error"].startswith("ConfigError: train=false")
