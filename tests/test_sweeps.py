@@ -204,3 +204,21 @@ def test_an_optuna_search_whose_every_trial_failed_still_leaves_its_summary(tmp_
     (sweep_dir,) = sweep_dirs(tmp_path)
     (row,) = summary_rows(sweep_dir)
     assert row["status"] == "failed" and row["error"].startswith("ConfigError: train=false")
+
+
+@pytest.mark.parametrize("task", ["classify", "segment"])
+def test_the_pruning_callback_of_each_optuna_search_config_instantiates(task):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    from callbacks.optuna_pruning import OptunaPruning
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"task={task}", f"hparams_search={task}_optuna",
+                                           "hparams_search.pruning=true", "hydra.sweeper.storage=sqlite:///x.db"],
+                      return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    callback = instantiate(cfg.callbacks.optuna_pruning)
+    assert isinstance(callback, OptunaPruning) and callback.enabled and callback.storage == "sqlite:///x.db"
+    assert callback.study_name == task and callback.monitor == cfg.monitor.metric
