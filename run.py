@@ -248,7 +248,12 @@ def continue_latest_run(argv: list[str]) -> list[str]:
     overrides = [arg for arg in argv[1:] if not arg.startswith("ckpt_path=")]
     if {"-m", "--multirun"} & set(overrides):
         raise ConfigError("ckpt_path=latest continues one run; it cannot be used in a multirun (-m).")
-    run_dir = latest_matching_run([arg for arg in overrides if not arg.startswith("-")])
+    from hydra.errors import HydraException
+
+    try:
+        run_dir = latest_matching_run([arg for arg in overrides if not arg.startswith("-")])
+    except HydraException:  # overrides that do not compose: Hydra's own run says why
+        return argv
     print(f"ckpt_path=latest: continuing {run_dir} from checkpoints/last.ckpt "
           "(the newest run of this task with the same overrides)", file=sys.stderr)
     return [argv[0], *overrides, f"hydra.run.dir='{run_dir}'", "ckpt_path=last"]

@@ -1,8 +1,10 @@
 """At the end of a multirun: one table of every job's overrides and final metrics, and summary.csv.
 
-Failed jobs are rows marked `failed` with the last line of their `error.txt`; trials stopped by
-Optuna's pruner are marked `pruned`. Jobs that differ only in `data.fold` (k-fold cross-validation)
-are also grouped into one row per setting with the mean and standard deviation of each metric.
+summary.csv is rewritten after every job, so that it is there even when a sweeper stops early
+(Optuna when no trial completed). Failed jobs are rows marked `failed` with the last line of
+their `error.txt`; trials stopped by Optuna's pruner are marked `pruned`. Jobs that differ only in
+`data.fold` (k-fold cross-validation) are also grouped into one row per setting with the mean and
+standard deviation of each metric.
 The sweep exits with code 1 when any job failed.
 """
 
@@ -13,9 +15,10 @@ import json
 import math
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 FOLD_KEY = "data.fold"
@@ -115,8 +118,37 @@ def print_fold_summary(title: str, rows: list[dict[str, Any]], setting_keys: lis
     print_summary(title, shown, [*setting_keys, "folds", *metric_keys])
 
 
+class SweepJobs(NamedTuple):
+    """Every job of a sweep: rows ranked best first, and the override and metric names they hold."""
+
+    rows: list[dict[str, Any]]
+    override_keys: list[str]
+    varying_keys: list[str]
+    metric_keys: list[str]
+
+
+def collect_jobs(sweep_dir: Path, metric: str, mode: str) -> SweepJobs:
+    """Each job directory's overrides, metrics.json and error.txt, ranked by `metric` in `mode`."""
+    job_dirs = sorted(
+        (d.parent.parent for d in sweep_dir.glob("*/.hydra/overrides.yaml")),
+        key=lambda d: (len(d.name), d.name),
+    )
+    jobs = [read_job(d) for d in job_dirs]
+    rows = []
+    for job_dir, (overrides, metrics) in zip(job_dirs, jobs, strict=True):
+        status, error = job_status(job_dir, metrics)
+        rows.append({"job": job_dir.name, **overrides, **metrics, "status": status, "error": error})
+    return SweepJobs(
+        rows=rank_rows(rows, metric, mode),
+        override_keys=list(dict.fromkeys(k for overrides, _ in jobs for k in overrides)),
+        varying_keys=varying_keys([overrides for overrides, _ in jobs]),
+        metric_keys=sorted({k for _, metrics in jobs for k in metrics}),
+    )
+
+
 class MultirunSummary(Callback):
-    """Hydra callback: after all jobs of a sweep, rank them by the monitored metric."""
+    """Hydra callback: summary.csv after each job of a sweep (so that it exists even when a sweeper
+    stops early), and after the last one the ranked table, the k-fold table and the exit code."""
 
     def __init__(self, metric_prefixes: tuple[str, ...] = ("best/", "test/"), filename: str = "summary.csv",
                  folds_filename: str = "summary_folds.csv"):
@@ -124,37 +156,36 @@ class MultirunSummary(Callback):
         self.filename = filename
         self.folds_filename = folds_filename
 
+    def write_summary(self, sweep_dir: Path, config: DictConfig) -> SweepJobs:
+        """Collect the jobs of `sweep_dir` and write summary.csv (replaced whole, never half-written)."""
+        jobs = collect_jobs(sweep_dir, f"best/{config.monitor.metric}", config.monitor.mode)
+        partial = sweep_dir / f".{self.filename}.tmp"
+        write_csv(partial, jobs.rows, ["job", "status", *jobs.override_keys, *jobs.metric_keys, "error"])
+        partial.replace(sweep_dir / self.filename)
+        return jobs
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """After each job of a multirun: summary.csv with the jobs so far."""
+        if config.hydra.mode == RunMode.MULTIRUN:
+            self.write_summary(Path(config.hydra.runtime.output_dir).parent, config)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Collect each job's overrides, metrics.json and error.txt, print the tables, write the CSVs;
-        exit with code 1 when a job failed."""
+        """Write summary.csv, print the tables (and the k-fold CSV); exit with code 1 when a job failed."""
         sweep_dir = Path(config.hydra.sweep.dir)
-        job_dirs = sorted(
-            (d.parent.parent for d in sweep_dir.glob("*/.hydra/overrides.yaml")),
-            key=lambda d: (len(d.name), d.name),
-        )
-        if not job_dirs:
+        jobs = self.write_summary(sweep_dir, config)
+        if not jobs.rows:
             return
-        jobs = [read_job(d) for d in job_dirs]
-        override_keys = list(dict.fromkeys(k for overrides, _ in jobs for k in overrides))
-        metric_keys = sorted({k for _, metrics in jobs for k in metrics})
-        rows = []
-        for job_dir, (overrides, metrics) in zip(job_dirs, jobs, strict=True):
-            status, error = job_status(job_dir, metrics)
-            rows.append({"job": job_dir.name, **overrides, **metrics, "status": status, "error": error})
         metric = f"best/{config.monitor.metric}"
-        rows = rank_rows(rows, metric, config.monitor.mode)
-        write_csv(sweep_dir / self.filename, rows, ["job", "status", *override_keys, *metric_keys, "error"])
-        varying = varying_keys([o for o, _ in jobs])
-        shown_metrics = [k for k in metric_keys if k.startswith(self.metric_prefixes)]
-        failed = [row for row in rows if row["status"] == "failed"]
-        print_summary(f"{len(rows)} jobs ranked by {metric} ({config.monitor.mode}); "
-                      f"all overrides and metrics in {sweep_dir / self.filename}", rows,
-                      ["job", "status", *varying, *shown_metrics, *(["error"] if failed else [])])
-        if FOLD_KEY in varying:
-            self.summarize_folds(sweep_dir, rows, [k for k in varying if k != FOLD_KEY], shown_metrics,
-                                 metric, config.monitor.mode)
+        shown_metrics = [k for k in jobs.metric_keys if k.startswith(self.metric_prefixes)]
+        failed = [row for row in jobs.rows if row["status"] == "failed"]
+        print_summary(f"{len(jobs.rows)} jobs ranked by {metric} ({config.monitor.mode}); "
+                      f"all overrides and metrics in {sweep_dir / self.filename}", jobs.rows,
+                      ["job", "status", *jobs.varying_keys, *shown_metrics, *(["error"] if failed else [])])
+        if FOLD_KEY in jobs.varying_keys:
+            self.summarize_folds(sweep_dir, jobs.rows, [k for k in jobs.varying_keys if k != FOLD_KEY],
+                                 shown_metrics, metric, config.monitor.mode)
         if failed:
-            raise SystemExit(f"{len(failed)} of {len(rows)} jobs failed: job(s) "
+            raise SystemExit(f"{len(failed)} of {len(jobs.rows)} jobs failed: job(s) "
                              f"{', '.join(row['job'] for row in failed)} (see their error.txt and run.log).")
 
     def summarize_folds(self, sweep_dir: Path, rows: list[dict[str, Any]], setting_keys: list[str],

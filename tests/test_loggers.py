@@ -103,3 +103,32 @@ def test_mlflow_takes_a_server_uri_and_keeps_no_local_artifact_folder(tmp_path):
     logger = instantiate(cfg.logger.mlflow)
     assert logger._tracking_uri == "http://mlflow:5000" and logger._artifact_location is None
     assert logger._run_name == f"{tmp_path.name}/run"
+
+
+FIGURES_OF_TASK = {
+    "segment": ("val/overlays", ["task=segment", "model.base_width=8", "model.depth=2"]),
+    "style": ("astronaut/progress", ["task=style", "model.weights=null", "data.image_size=32",
+                                     "style.num_scales=1", "style.iterations=4", "style.progress_every=2"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", list(FIGURES_OF_TASK))
+def test_segmentation_overlays_and_style_strips_reach_every_logger_that_takes_images(tmp_path, task):
+    from mlflow import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tag, options = FIGURES_OF_TASK[task]
+    run_py(tmp_path, *options, "logger=many")
+
+    (run_dir,) = run_dirs(tmp_path, task)
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert tag in events.Tags()["images"]
+    client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name(task).experiment_id])
+    images = {Path(a.path).name.split("+")[0] for a in client.list_artifacts(run.info.run_id, "images")}
+    assert tag.replace("/", "~") in images
+    _, last = offline_run(run_dir)
+    (image,) = last[f"{tag}/filenames"]
+    assert (next(run_dir.glob("wandb/offline-run-*")) / "files" / image).is_file()

@@ -13,6 +13,14 @@ from hydra.utils import instantiate
 from tests.run_py import run_dirs, run_py
 
 
+def test_callbacks_lr_finder_is_the_default_callbacks_and_lightnings_finder(make_config):
+    from pytorch_lightning.callbacks import LearningRateFinder
+
+    default, with_finder = make_config("callbacks=default"), make_config("callbacks=lr_finder")
+    assert set(with_finder.callbacks) == {*default.callbacks, "lr_finder"}
+    assert isinstance(instantiate(with_finder.callbacks.lr_finder), LearningRateFinder)
+
+
 def test_the_task_builds_its_optimizer_with_its_lr_attribute(make_config):
     cfg = make_config("optimizer=sgd", "optimizer.lr=0.05")
     module = instantiate(cfg.task, net=torch.nn.Linear(4, 10), optimizer=instantiate(cfg.optimizer))

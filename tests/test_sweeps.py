@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,54 @@ def test_pruning_without_a_study_database_is_a_config_error():
                              pruner=None)
     with pytest.raises(ConfigError, match="hydra.sweeper.storage=sqlite:///optuna.db"):
         callback.setup(None, None, "fit")
+
+
+def test_a_multirun_from_another_directory_without_project_root_writes_beside_run_py(tmp_path):
+    import os
+    import shutil
+
+    copy = tmp_path / "copy"
+    def unneeded(folder: str, names: list[str]) -> list[str]:  # outputs, data and caches of the checkout
+        top = Path(folder) == ROOT
+        return [name for name in names
+                if name == "__pycache__" or top and (name.startswith(".") or name in ("outputs", "data"))]
+
+    shutil.copytree(ROOT, copy, ignore=unneeded)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    environment = {key: value for key, value in os.environ.items() if key != "PROJECT_ROOT"}
+    done = subprocess.run([sys.executable, str(copy / "run.py"), "-m", "optimizer=sgd", "debug=smoke"],
+                          cwd=elsewhere, env=environment, capture_output=True, text=True, timeout=600)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep_dir,) = sweep_dirs(copy)
+    assert [row["status"] for row in summary_rows(sweep_dir)] == ["done"]
+    assert not list(elsewhere.iterdir())
+
+
+def test_an_optuna_search_whose_every_trial_failed_still_leaves_its_summary(tmp_path):
+    done = run_py(tmp_path, "hparams_search=classify_optuna", "hydra.sweeper.n_trials=1", "train=false",
+                  check=False)
+
+    assert done.returncode == 1
+    (sweep_dir,) = sweep_dirs(tmp_path)
+    (row,) = summary_rows(sweep_dir)
+    assert row["status"] == "failed" and row["error"].startswith("ConfigError: train=false")
+
+
+@pytest.mark.parametrize("task", ["classify", "segment"])
+def test_the_pruning_callback_of_each_optuna_search_config_instantiates(task):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    from callbacks.optuna_pruning import OptunaPruning
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"task={task}", f"hparams_search={task}_optuna",
+                                           "hparams_search.pruning=true", "hydra.sweeper.storage=sqlite:///x.db"],
+                      return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    callback = instantiate(cfg.callbacks.optuna_pruning)
+    assert isinstance(callback, OptunaPruning) and callback.enabled and callback.storage == "sqlite:///x.db"
+    assert callback.study_name == task and callback.monitor == cfg.monitor.metric
