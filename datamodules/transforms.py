@@ -12,21 +12,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
-    """PIL image or uint8 tensor -> normalised float tensor."""
-    return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-
-
-def padded_crop_flip(
-    image_size: int, mean: Sequence[float], std: Sequence[float], padding: int = 4
-) -> v2.Compose:
-    """CIFAR training augmentation: pad-4 random crop and horizontal flip."""
-    return v2.Compose([
-        v2.ToImage(), v2.RandomCrop(image_size, padding=padding), v2.RandomHorizontalFlip(),
-        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
-    ])
-
-
 def resize_crop_train(
     image_size: int, resize_size: int, mean: Sequence[float], std: Sequence[float]
 ) -> v2.Compose:
@@ -34,16 +19,6 @@ def resize_crop_train(
     return v2.Compose([
         v2.ToImage(), v2.Resize(resize_size, antialias=True), v2.RandomCrop(image_size),
         v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
-    ])
-
-
-def resize_crop_eval(
-    image_size: int, resize_size: int, mean: Sequence[float], std: Sequence[float]
-) -> v2.Compose:
-    """ImageNet-style evaluation: resize the shorter side, centre crop."""
-    return v2.Compose([
-        v2.ToImage(), v2.Resize(resize_size, antialias=True), v2.CenterCrop(image_size),
-        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
     ])
 
 
