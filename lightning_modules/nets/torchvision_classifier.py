@@ -17,11 +17,11 @@ class TorchvisionClassifier(nn.Module):
     def __init__(self, model: nn.Module, freeze_backbone: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.head_name = "model." + _last_linear_name(model)  # the new head; the rest is the backbone
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
-            head = _last_linear_name(model)
-            for name, param in model.named_parameters():
-                param.requires_grad = name.startswith(head + ".")
+            for name, param in self.named_parameters():
+                param.requires_grad = name.startswith(self.head_name + ".")
 
     def train(self, mode: bool = True) -> TorchvisionClassifier:
         super().train(mode)
