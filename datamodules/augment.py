@@ -17,6 +17,7 @@ from datamodules.errors import ConfigError
 
 POLICIES = ("none", "basic", "randaugment", "trivialaugment", "autoaugment", "augmix")
 AUTOAUGMENT_POLICIES = ("imagenet", "cifar10", "svhn")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")  # those tensor resizes support
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Augment:
         if self.autoaugment_policy not in AUTOAUGMENT_POLICIES:
             raise ConfigError(f"augment.autoaugment_policy={self.autoaugment_policy!r} is unknown: "
                               f"choose one of {', '.join(AUTOAUGMENT_POLICIES)}.")
-        if self.interpolation.upper() not in v2.InterpolationMode.__members__:
+        if self.interpolation not in INTERPOLATIONS:
             raise ConfigError(f"augment.interpolation={self.interpolation!r} is unknown: use nearest, "
                               "bilinear or bicubic.")
         for key in ("random_erasing", "hflip"):
@@ -75,7 +76,9 @@ class Augment:
 
     def policy_transform(self) -> v2.Transform | None:
         """The automatic augmentation policy alone (on uint8 or float images), or None."""
-        interpolation = self.interpolation_mode
+        # Rotations and shears of tensors support only nearest and bilinear: bicubic becomes bilinear.
+        nearest = self.interpolation == "nearest"
+        interpolation = v2.InterpolationMode.NEAREST if nearest else v2.InterpolationMode.BILINEAR
         if self.policy == "randaugment":
             return v2.RandAugment(num_ops=self.num_ops, magnitude=self.magnitude, interpolation=interpolation)
         if self.policy == "trivialaugment":
