@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
 from callbacks.ema import ExponentialMovingAverage
+from callbacks.finetuning import BackboneFinetuning
 from datamodules.errors import ConfigError
 from lightning_modules.supervised import SupervisedTask
 
@@ -36,6 +37,7 @@ class ClassificationModule(SupervisedTask):
         cutmix_alpha: float = 0.0,
         mix_switch_prob: float = 0.5,
         ema: dict[str, Any] | None = None,
+        unfreeze_backbone_at_epoch: int | None = None,
     ) -> None:
         ema = dict(ema or {})  # a plain dict in the checkpoint's hyperparameters, not a DictConfig
         super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_steps)
@@ -44,6 +46,7 @@ class ClassificationModule(SupervisedTask):
         self.label_smoothing = label_smoothing
         self.mix = batch_mixing(num_classes, mixup_alpha, cutmix_alpha, mix_switch_prob)
         self.ema = ema
+        self.unfreeze_backbone_at_epoch = unfreeze_backbone_at_epoch
         self._mixed_batch: tuple[tuple[int, int], Any] | None = None
         self.setup_metrics()
 
@@ -61,10 +64,23 @@ class ClassificationModule(SupervisedTask):
         return target.argmax(dim=1) if target.ndim == 2 else target
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """The weights' EMA (`task.ema.decay` set) while fitting; checkpoints carry it for later stages."""
-        if self.ema.get("decay") is None or self.trainer.state.fn != TrainerFn.FITTING:
+        """While fitting: the weights' EMA (`task.ema.decay` set; checkpoints carry it for later stages)
+        and the frozen backbone (`model.freeze_backbone`, `task.unfreeze_backbone_at_epoch`)."""
+        if self.trainer.state.fn != TrainerFn.FITTING:
             return []
-        return [ExponentialMovingAverage(**self.ema)]
+        callbacks: list[pl.Callback] = []
+        if self.ema.get("decay") is not None:
+            callbacks.append(ExponentialMovingAverage(**self.ema))
+        if getattr(self.net, "freeze_backbone", False) or self.unfreeze_backbone_at_epoch is not None:
+            head_prefix = self.head_prefix()
+            if head_prefix is None:
+                raise ConfigError("task.unfreeze_backbone_at_epoch needs a network with a pretrained "
+                                  "backbone and a new head (model=torchvision, resnet50, ...).")
+            callbacks.append(BackboneFinetuning(head_prefix, self.unfreeze_backbone_at_epoch))
+        return callbacks
+
+    def unfreezes_later(self) -> bool:
+        return self.unfreeze_backbone_at_epoch is not None
 
     def make_metrics(self) -> MetricCollection:
         metrics = {

@@ -62,6 +62,7 @@ def parameter_groups(
     bias_weight_decay: float | None = None,
     backbone_lr_mult: float = 1.0,
     head_prefix: str | None = None,
+    include_frozen: bool = False,
 ) -> list[dict[str, Any]]:
     """Trainable parameters grouped as torchvision's reference `set_weight_decay` does, named `part/kind`.
 
@@ -69,7 +70,8 @@ def parameter_groups(
     parameters of normalisation layers, when `norm_weight_decay` is set), `other`. part:
     `backbone` (learning rate x `backbone_lr_mult`) or `head` (names starting with `head_prefix`),
     only when `backbone_lr_mult` is not 1. Groups carry their own `weight_decay` and `lr` only
-    where these differ from the optimizer's.
+    where these differ from the optimizer's. `include_frozen`: frozen parameters too (optimizers
+    skip parameters without gradients), for a backbone unfrozen later.
     """
     if backbone_lr_mult != 1.0 and head_prefix is None:
         raise ConfigError(
@@ -80,7 +82,7 @@ def parameter_groups(
     groups: dict[tuple[str, str], list[nn.Parameter]] = {}
     for module_name, submodule in module.named_modules():
         for name, param in submodule.named_parameters(prefix=module_name, recurse=False):
-            if not param.requires_grad:
+            if not (param.requires_grad or include_frozen):
                 continue
             if bias_weight_decay is not None and name.rpartition(".")[2] == "bias":
                 kind = "bias"
@@ -109,24 +111,27 @@ def configure_optimization(
     total_steps: int,
     steps_per_epoch: int | None = None,
     head_prefix: str | None = None,
+    include_frozen: bool = False,
 ) -> dict[str, Any]:
     """Build the Lightning `configure_optimizers` answer from partial optimizer/scheduler configs.
 
     `parameters`: a module (whose named parameters `GROUP_OPTIONS` in `optimizer` can group, see
-    `parameter_groups`) or plain parameters (one group). `scheduler` is the
+    `parameter_groups`) or plain parameters (one group). `include_frozen`: optimize frozen
+    parameters too, for a backbone that is unfrozen during training. `scheduler` is the
     `scheduler` config group: `{scheduler: partial, interval, monitor, warmup_*, ...}`. Schedulers
     that take `total_steps` (one-cycle, warm-up cosine, poly) get it from the trainer, less the warm-up.
     """
     module = parameters if isinstance(parameters, nn.Module) else None
-    trainable = [p for p in (module.parameters() if module else parameters) if p.requires_grad]
-    if not trainable:
+    every = list(module.parameters() if module else parameters)
+    if not any(p.requires_grad for p in every):
         raise ValueError("The network has no trainable parameters: is the whole model frozen?")
     make_optimizer, group_options = split_group_options(optimizer)
     if group_options and module is not None:
         lr = getattr(make_optimizer, "keywords", {}).get("lr", _default_lr(make_optimizer))
-        opt = make_optimizer(parameter_groups(module, lr, head_prefix=head_prefix, **group_options))
+        opt = make_optimizer(parameter_groups(module, lr, head_prefix=head_prefix,
+                                              include_frozen=include_frozen, **group_options))
     else:
-        opt = make_optimizer(trainable)
+        opt = make_optimizer([p for p in every if p.requires_grad or include_frozen])
     if not scheduler or scheduler.get("scheduler") is None:
         return {"optimizer": opt}
     settings = {key: value for key, value in scheduler.items() if key not in WARMUP_OPTIONS}

@@ -124,7 +124,12 @@ class SupervisedTask(pl.LightningModule):
         return configure_optimization(
             self, self.optimizer, self.scheduler, total_steps=total_steps,
             steps_per_epoch=steps_per_epoch, head_prefix=self.head_prefix(),
+            include_frozen=self.unfreezes_later(),
         )
+
+    def unfreezes_later(self) -> bool:
+        """Whether frozen parameters start training during the fit (they then belong in the optimizer)."""
+        return False
 
     def head_prefix(self) -> str | None:
         """Parameter-name prefix of the network's new head (`net.head_name`), if it declares one."""

@@ -12,7 +12,11 @@ from torchvision.models import WeightsEnum
 
 
 class TorchvisionClassifier(nn.Module):
-    """A torchvision model whose frozen part stays frozen, batch-norm statistics included."""
+    """A torchvision model with a new head; `freeze_backbone` trains only the head.
+
+    Frozen batch-norm layers are kept in eval mode during training by the classification task's
+    `callbacks.finetuning.BackboneFinetuning`, which can also unfreeze the backbone later.
+    """
 
     def __init__(self, model: nn.Module, freeze_backbone: bool = False) -> None:
         super().__init__()
@@ -22,14 +26,6 @@ class TorchvisionClassifier(nn.Module):
         if freeze_backbone:
             for name, param in self.named_parameters():
                 param.requires_grad = name.startswith(self.head_name + ".")
-
-    def train(self, mode: bool = True) -> TorchvisionClassifier:
-        super().train(mode)
-        if self.freeze_backbone:
-            for module in self.model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
