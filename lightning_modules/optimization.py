@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -140,8 +141,13 @@ def configure_optimization(
     warmup = warmup_length(scheduler, settings["interval"], steps_per_epoch)
     if settings["interval"] == "epoch" and "total_steps" in inspect.signature(make_scheduler).parameters:
         total_steps = math.ceil(total_steps / steps_per_epoch) if steps_per_epoch else total_steps
+    if warmup and math.isfinite(total_steps) and warmup >= total_steps:
+        warnings.warn(
+            f"The warm-up ({warmup} {settings['interval']}s) lasts the whole training ({int(total_steps)} "
+            f"{settings['interval']}s): the learning rate never reaches its decay schedule.", stacklevel=2,
+        )
     if "total_steps" in inspect.signature(make_scheduler).parameters:
-        make_scheduler = _with_total_steps(make_scheduler, total_steps - warmup)
+        make_scheduler = _with_total_steps(make_scheduler, max(1, total_steps - warmup))
     lr_scheduler = make_scheduler(opt)
     if warmup > 0:
         lr_scheduler = with_warmup(opt, lr_scheduler, warmup, scheduler.get("warmup_method", "linear"),
