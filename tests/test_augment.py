@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,44 @@ def first_batch(seed: int) -> torch.Tensor:
 def test_augmentation_in_worker_processes_is_fixed_by_the_seed():
     assert torch.equal(first_batch(1), first_batch(1))
     assert not torch.equal(first_batch(1), first_batch(2))
+
+
+@pytest.mark.slow
+def test_input_pipeline_benchmark_compares_policies_against_basic():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "input_pipeline.py"
+    result = subprocess.run([sys.executable, str(script), "--quick", "--policies"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ratio trivialaugment/basic [training loader]:" in result.stdout
+    assert all(name in result.stdout for name in ("randaugment", "autoaugment", "augmix"))
+
+
+def test_segmentation_photometric_distortion_changes_the_image_only_geometry_stays_joint():
+    from torchvision import tv_tensors
+
+    from datamodules.transforms import segmentation_train
+
+    image = tv_tensors.Image(photo(3, size=40))
+    mask = tv_tensors.Mask(torch.arange(40 * 40).view(1, 40, 40) % 7)
+    changed = 0
+    for seed in range(6):
+        outputs = []
+        for photometric in (False, True):
+            torch.manual_seed(seed)
+            transform = segmentation_train(32, 40, [0, 0, 0], [1, 1, 1], photometric_distortion=photometric)
+            outputs.append(transform(image, mask))
+        (plain_image, plain_mask), (jittered_image, jittered_mask) = outputs
+        assert torch.equal(plain_mask, jittered_mask)  # same crop, same flip, mask values untouched
+        changed += not torch.allclose(plain_image, jittered_image)
+    assert changed >= 3
+
+
+def test_segmentation_configs_switch_the_photometric_distortion_on(make_config, tmp_path):
+    from tests.fakes import write_fake_seg_folder
+
+    root = write_fake_seg_folder(tmp_path / "seg")
+    cfg = make_config("task=segment", "data=seg_folder", f"data.root={root}", "data.num_classes=3",
+                      "data.photometric_distortion=true")
+    datamodule = instantiate(cfg.data)
+    assert datamodule.photometric_distortion
+    assert any(isinstance(t, v2.Compose) for t in datamodule.train_transform().transforms)
