@@ -72,3 +72,19 @@ def test_a_warmup_as_long_as_the_training_says_so_and_runs(make_config):
     cfg = make_config("scheduler=cosine", "scheduler.warmup_epochs=1", "logger=none")
     with pytest.warns(UserWarning, match="warm-up .* lasts the whole training"):
         run.train(cfg)
+
+
+README_COMMANDS = [  # README.md, Classification > Training recipes, as written (plus debug=smoke)
+    "augment=trivialaugment augment.random_erasing=0.1 task.mixup_alpha=0.2 task.cutmix_alpha=1.0 "
+    "task.label_smoothing=0.1",
+    "optimizer=sgd optimizer.norm_weight_decay=0 scheduler=cosine scheduler.scheduler.warmup_fraction=0 "
+    "scheduler.warmup_epochs=2 task.ema.decay=0.999",
+]
+
+
+@pytest.mark.parametrize("command", README_COMMANDS)
+def test_readme_training_recipe_commands_run(make_config, command):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"python run.py {command}" in readme
+    metrics = run.train(make_config(*command.split(), "logger=none"))
+    assert "test/acc" in metrics
