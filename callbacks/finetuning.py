@@ -7,6 +7,8 @@ from pytorch_lightning.callbacks import BaseFinetuning
 from torch import nn
 from torch.optim import Optimizer
 
+from datamodules.errors import ConfigError
+
 
 class BackboneFinetuning(BaseFinetuning):
     """Freeze everything but the head (parameter names starting with `head_prefix`) before training.
@@ -23,6 +25,17 @@ class BackboneFinetuning(BaseFinetuning):
         self.head_prefix = head_prefix
         self.unfreeze_at_epoch = unfreeze_at_epoch
         self.unfrozen = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.unfreeze_at_epoch is not None and trainer.world_size > 1:
+            # DDP registers only the parameters that require gradients when it wraps the model:
+            # a backbone unfrozen later would train apart on every process.
+            raise ConfigError(
+                "task.unfreeze_backbone_at_epoch works on one device only: DDP would not synchronise "
+                "the backbone unfrozen after it wrapped the model. Train the head alone first "
+                "(model.freeze_backbone=true), then fine-tune everything from that checkpoint."
+            )
+        super().setup(trainer, pl_module, stage)
 
     def backbone(self, pl_module: pl.LightningModule) -> list[nn.Module]:
         """The modules that hold parameters outside the head."""

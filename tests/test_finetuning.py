@@ -63,3 +63,13 @@ def test_unfreezing_needs_a_network_with_a_head(tmp_path):
     datamodule, module, trainer = run.build(cfg)
     with pytest.raises(ConfigError, match="unfreeze_backbone_at_epoch"):
         trainer.fit(module, datamodule=datamodule)
+
+
+def test_gradual_unfreezing_is_refused_on_several_processes():
+    from types import SimpleNamespace
+
+    from callbacks.finetuning import BackboneFinetuning
+
+    callback = BackboneFinetuning("net.model.fc.", unfreeze_at_epoch=1)
+    with pytest.raises(ConfigError, match="one device only"):
+        callback.setup(SimpleNamespace(world_size=2), None, "fit")
