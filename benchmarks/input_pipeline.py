@@ -15,6 +15,9 @@ Then the check before training: on a MIT67-sized folder of `--scan-images` (6,70
 (160-320 px), the threaded header scan that `setup()` runs over every split
 (`datamodules.image_files.scan_images`, median of `--repeats`) against one epoch of the
 datamodule's training loader over the same folder (after a warm-up epoch).
+
+`--policies`: instead, the datamodule's training loader with each `augment` policy (and
+RandomResizedCrop + random erasing), in images/s against `augment=basic`: what a policy costs.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.io import ImageReadMode, decode_image
 
+from datamodules.augment import Augment
 from datamodules.image_files import scan_images
 from datamodules.mit67 import MIT67DataModule
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_crop_train
@@ -50,6 +54,40 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--scan-images", type=int, default=6700, help="JPEGs for the scan (MIT67: 6,700)")
     parser.add_argument("--scan-only", action="store_true", help="measure only the header scan")
+    parser.add_argument("--policies", action="store_true",
+                        help="compare the augment policies' loader images/s against augment=basic")
+
+
+AUGMENTS = {
+    "basic": Augment(policy="basic"),
+    "randaugment": Augment(policy="randaugment"),
+    "trivialaugment": Augment(policy="trivialaugment"),
+    "autoaugment": Augment(policy="autoaugment"),
+    "augmix": Augment(policy="augmix"),
+    "trivialaugment + RRC + erasing": Augment(policy="trivialaugment", random_resized_crop=True,
+                                              random_erasing=0.1),
+}
+
+
+def compare_policies(root: Path, args: argparse.Namespace) -> None:
+    """Time the MIT67 datamodule's training loader with each augmentation policy; print images/s."""
+    loaders = {}
+    for name, augment in AUGMENTS.items():
+        datamodule = MIT67DataModule(
+            str(root), num_classes=args.classes, channels=3, image_size=224, resize_size=256,
+            batch_size=args.batch_size, num_workers=args.workers, persistent_workers=True, augment=augment,
+        )
+        datamodule.setup("fit")
+        loaders[name] = datamodule.train_dataloader()
+    images = len(loaders["basic"].dataset)
+    seconds = interleaved_medians(
+        {name: lambda dl=dl: sum(1 for _ in dl) for name, dl in loaders.items()}, args.repeats)
+    rates = {name: images / s for name, s in seconds.items()}
+    print_table(f"Training loader by augment policy, {images} images, batch {args.batch_size}, "
+                f"{args.workers} workers, median of {args.repeats} epochs", [
+                    {"augment": name, "images/s": rate, "vs basic": rate / rates["basic"]}
+                    for name, rate in rates.items()])
+    print(f"ratio trivialaugment/basic [training loader]: {rates['trivialaugment'] / rates['basic']:.3f}")
 
 
 def write_mit67_jpegs(root: Path, images: int, classes: int, seed: int = 0,
@@ -126,13 +164,17 @@ def main() -> None:
     print(f"Machine: {machine_description()}; loader workers: {args.workers}")
     if not args.scan_only:
         measure_loaders(args)
-    measure_scan(args)
+    if not args.policies:
+        measure_scan(args)
 
 
 def measure_loaders(args: argparse.Namespace) -> None:
     """The three training loaders' images/s on the same generated folder."""
     with tempfile.TemporaryDirectory() as tmp:
         root = write_mit67_jpegs(Path(tmp), args.images, args.classes)
+        if args.policies:
+            compare_policies(root, args)
+            return
         datamodule = MIT67DataModule(
             str(root), num_classes=args.classes, channels=3, image_size=224, resize_size=256,
             batch_size=args.batch_size, num_workers=args.workers, persistent_workers=True,

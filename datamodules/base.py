@@ -13,6 +13,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from datamodules.augment import Augment, Geometry
 from datamodules.errors import ConfigError, DataError, MissingDataError
 
 
@@ -220,24 +221,31 @@ class TorchvisionDataModule(ClassificationDataModule):
     layout: str  # where the files must be, for the error message when they are not
 
     def __init__(
-        self, root: str, download: bool = False, val_size: int = 5000, **options: Any
+        self, root: str, download: bool = False, val_size: int = 5000, augment: Augment | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(**options)
         self.root = Path(root).expanduser()
         self.download = download
         self.val_size = val_size
+        self.augment = augment or Augment()
 
     def make_dataset(self, train: bool, transform: Callable | None, download: bool = False) -> Any:
         """The torchvision dataset of one official split."""
         raise NotImplementedError
 
+    def geometry(self) -> Geometry:
+        """The data's own crops and flip, which `augment` builds its transforms around."""
+        raise NotImplementedError
+
     def train_transform(self) -> Callable:
         """Augmentation for training images."""
-        raise NotImplementedError
+        crop_size = self.augment.train_crop_size or self.image_size
+        return self.augment.train_transform(self.geometry(), crop_size, self.mean, self.std)
 
     def eval_transform(self) -> Callable:
         """Deterministic transform for validation and test images."""
-        raise NotImplementedError
+        return self.augment.eval_transform(self.geometry(), self.mean, self.std)
 
     def prepare_data(self) -> None:
         if self.download:

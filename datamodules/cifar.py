@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from torchvision.datasets import CIFAR10
+from torchvision.transforms import v2
 
+from datamodules.augment import Geometry, resize_and_crop
 from datamodules.base import TorchvisionDataModule
-from datamodules.transforms import padded_crop_flip, to_normalized_tensor
 
 
 class CIFAR10Files(CIFAR10):
@@ -39,8 +40,9 @@ class CIFAR10DataModule(TorchvisionDataModule):
             verify_checksums=self.verify_checksums,
         )
 
-    def train_transform(self) -> Callable:
-        return padded_crop_flip(self.image_size, self.mean, self.std)
-
-    def eval_transform(self) -> Callable:
-        return to_normalized_tensor(self.mean, self.std)
+    def geometry(self) -> Geometry:
+        """Pad-4 random crop and flip for training; full images (or the set eval sizes) for evaluation."""
+        augment = self.augment
+        crop_size = augment.train_crop_size or self.image_size
+        fixed = resize_and_crop(augment.eval_resize_size, augment.eval_crop_size, augment.interpolation_mode)
+        return Geometry(random=[v2.RandomCrop(crop_size, padding=4)], fixed=fixed, hflip=0.5)

@@ -8,10 +8,11 @@ from typing import Any
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from datamodules.augment import Augment, Geometry, resize_and_crop
 from datamodules.base import ClassificationDataModule
 from datamodules.errors import DataError, MissingDataError
 from datamodules.image_files import DEFAULT_MAX_PIXELS, ImageFileDataset, drop_unreadable
-from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_crop_eval, resize_crop_train
+from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 Samples = list[tuple[Path, int]]
 
@@ -29,6 +30,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         val_fraction: float = 0.1,
         skip_bad_images: bool = False,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        augment: Augment | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -37,6 +39,24 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.val_fraction = val_fraction
         self.skip_bad_images = skip_bad_images
         self.max_image_pixels = max_image_pixels
+        self.augment = augment or Augment()
+
+    def geometry(self) -> Geometry:
+        """ImageNet-style: resize then random crop and flip to train; resize then centre crop to evaluate."""
+        train_crop, eval_resize, eval_crop = self.augment.crop_sizes(self.image_size, self.resize_size)
+        interpolation = self.augment.interpolation_mode
+        return Geometry(random=resize_and_crop(self.resize_size, train_crop, interpolation, random_crop=True),
+                        fixed=resize_and_crop(eval_resize, eval_crop, interpolation), hflip=0.5)
+
+    def decode_size(self) -> int | None:
+        """The shorter side large JPEGs are decoded at: no smaller than any resize or crop that follows.
+
+        None (full size) with RandomResizedCrop, whose small crops are upscaled to the crop size.
+        """
+        if self.augment.random_resized_crop:
+            return None
+        train_crop, eval_resize, eval_crop = self.augment.crop_sizes(self.image_size, self.resize_size)
+        return max(self.resize_size, eval_resize or 0, train_crop, eval_crop)
 
     def find_samples(self) -> dict[str, Samples]:
         """The (path, label) samples of each split present on disk; sets `self.classes`."""
@@ -89,12 +109,14 @@ class ImageFolderDataModule(ClassificationDataModule):
             samples["test"] = samples["val"]
         mode = "L" if self.channels == 1 else "RGB"
         mean, std = self.mean[: self.channels], self.std[: self.channels]
-        train_tf = resize_crop_train(self.image_size, self.resize_size, mean, std)
-        eval_tf = resize_crop_eval(self.image_size, self.resize_size, mean, std)
+        geometry = self.geometry()
+        train_tf = self.augment.train_transform(geometry, self.augment.train_crop_size or self.image_size,
+                                                mean, std)
+        eval_tf = self.augment.eval_transform(geometry, mean, std)
         return {
             split: ImageFileDataset(
                 split_samples, train_tf if split == "train" else eval_tf, mode=mode,
-                min_size=self.resize_size, skip_bad_images=self.skip_bad_images,
+                min_size=self.decode_size(), skip_bad_images=self.skip_bad_images,
                 max_pixels=self.max_image_pixels,
             )
             for split, split_samples in samples.items()

@@ -6,10 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from torchvision.datasets import MNIST
-from torchvision.transforms import v2
 
+from datamodules.augment import Geometry, resize_and_crop
 from datamodules.base import TorchvisionDataModule
-from datamodules.transforms import to_normalized_tensor
 
 
 class MNISTDataModule(TorchvisionDataModule):
@@ -22,11 +21,10 @@ class MNISTDataModule(TorchvisionDataModule):
     def make_dataset(self, train: bool, transform: Callable | None, download: bool = False) -> Any:
         return MNIST(self.root, train=train, transform=transform, download=download)
 
-    def train_transform(self) -> Callable:
-        return self.eval_transform()
-
-    def eval_transform(self) -> Callable:
-        steps = [to_normalized_tensor(self.mean, self.std)]
-        if self.image_size != 28:
-            steps.append(v2.Resize(self.image_size, antialias=True))
-        return v2.Compose(steps)
+    def geometry(self) -> Geometry:
+        """No crop or flip: digits resized only when `image_size` is not MNIST's 28."""
+        augment = self.augment
+        resize = self.image_size if self.image_size != 28 else None
+        interpolation = augment.interpolation_mode
+        fixed = resize_and_crop(augment.eval_resize_size or resize, augment.eval_crop_size, interpolation)
+        return Geometry(random=resize_and_crop(resize, None, interpolation), fixed=fixed, hflip=0.0)

@@ -186,7 +186,8 @@ def held_out_split(pairs: Pairs, fraction: float, seed: int) -> dict[str, Pairs]
 class SegmentationDataModule(VisionDataModule):
     """Images and masks: random scale/flip/crop to train, full resolution (padded batches) to evaluate.
 
-    `image_size` is the training crop; `base_size` the side that `scale_range` multiplies.
+    `image_size` is the training crop; `base_size` the side that `scale_range` multiplies;
+    `photometric_distortion` jitters training images' colours after the joint geometry.
     """
 
     def __init__(
@@ -200,10 +201,12 @@ class SegmentationDataModule(VisionDataModule):
         ignore_index: int = 255,
         check_masks: bool = True,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        photometric_distortion: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(num_classes, channels, image_size, **options)
         self.max_image_pixels = max_image_pixels
+        self.photometric_distortion = photometric_distortion
         self.base_size = base_size
         self.scale_range = tuple(scale_range)
         self.hflip = hflip
@@ -214,7 +217,7 @@ class SegmentationDataModule(VisionDataModule):
         """Joint random scale, flip and crop (padding masks with the ignore index)."""
         mean, std = self.mean[: self.channels], self.std[: self.channels]
         return segmentation_train(self.image_size, self.base_size, mean, std, self.scale_range,
-                                  self.hflip, self.ignore_index)
+                                  self.hflip, self.ignore_index, self.photometric_distortion)
 
     def eval_transform(self) -> Callable:
         """Normalisation only: evaluation is at full resolution."""

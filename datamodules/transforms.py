@@ -12,21 +12,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
-    """PIL image or uint8 tensor -> normalised float tensor."""
-    return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-
-
-def padded_crop_flip(
-    image_size: int, mean: Sequence[float], std: Sequence[float], padding: int = 4
-) -> v2.Compose:
-    """CIFAR training augmentation: pad-4 random crop and horizontal flip."""
-    return v2.Compose([
-        v2.ToImage(), v2.RandomCrop(image_size, padding=padding), v2.RandomHorizontalFlip(),
-        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
-    ])
-
-
 def resize_crop_train(
     image_size: int, resize_size: int, mean: Sequence[float], std: Sequence[float]
 ) -> v2.Compose:
@@ -34,16 +19,6 @@ def resize_crop_train(
     return v2.Compose([
         v2.ToImage(), v2.Resize(resize_size, antialias=True), v2.RandomCrop(image_size),
         v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
-    ])
-
-
-def resize_crop_eval(
-    image_size: int, resize_size: int, mean: Sequence[float], std: Sequence[float]
-) -> v2.Compose:
-    """ImageNet-style evaluation: resize the shorter side, centre crop."""
-    return v2.Compose([
-        v2.ToImage(), v2.Resize(resize_size, antialias=True), v2.CenterCrop(image_size),
-        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
     ])
 
 
@@ -55,11 +30,13 @@ def segmentation_train(
     scale_range: Sequence[float] = (0.5, 2.0),
     hflip: bool = True,
     ignore_index: int = 255,
+    photometric_distortion: bool = False,
 ) -> v2.Compose:
     """torchvision's segmentation reference: random scale, flip, crop padded with `ignore_index`.
 
     Takes a `tv_tensors.Image` and a `tv_tensors.Mask` together: both get the same geometry,
     and v2 resizes masks with nearest interpolation so class indices stay class indices.
+    `photometric_distortion` then jitters the image's colours (`photometric_distortion()`).
     """
     low, high = (int(round(s * base_size)) for s in scale_range)
     steps = [v2.RandomResize(low, max(high, low + 1), antialias=True)]
@@ -67,10 +44,29 @@ def segmentation_train(
         steps.append(v2.RandomHorizontalFlip())
     steps += [
         v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Mask: ignore_index, "others": 0}),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
     ]
+    if photometric_distortion:
+        steps.append(photometric_jitter())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     return v2.Compose(steps)
+
+
+def photometric_jitter() -> v2.Compose:
+    """MMSegmentation's PhotoMetricDistortion with transforms.v2: on the image only (masks pass through).
+
+    Brightness, then contrast before or after saturation and hue (one order or the other at
+    random), each applied with probability 0.5: contrast and saturation x U(0.5, 1.5), hue shifted
+    by up to 0.1 of the colour circle (MMSeg's 18 of OpenCV's 180). Brightness is multiplicative
+    here, x U(0.875, 1.125), where MMSeg adds up to +-32/255. Grayscale images get brightness and
+    contrast only.
+    """
+
+    def maybe(**jitter: float) -> v2.RandomApply:
+        return v2.RandomApply([v2.ColorJitter(**jitter)], p=0.5)
+
+    contrast, colour = maybe(contrast=0.5), [maybe(saturation=0.5), maybe(hue=0.1)]
+    return v2.Compose([maybe(brightness=0.125),
+                       v2.RandomChoice([v2.Compose([contrast, *colour]), v2.Compose([*colour, contrast])])])
 
 
 def segmentation_eval(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import torch
+from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import (
+    ConstantLR,
+    LambdaLR,
+    LinearLR,
+    LRScheduler,
+    ReduceLROnPlateau,
+    SequentialLR,
+)
+
+from datamodules.errors import ConfigError
 
 
 def warmup_cosine(
@@ -27,29 +38,159 @@ def warmup_cosine(
     return LambdaLR(optimizer, factor)
 
 
+# Keys of the optimizer config that shape the parameter groups instead of reaching the optimizer.
+GROUP_OPTIONS = ("norm_weight_decay", "bias_weight_decay", "backbone_lr_mult")
+# Keys of the scheduler config that add a warm-up in front of any scheduler.
+WARMUP_OPTIONS = ("warmup_epochs", "warmup_steps", "warmup_method", "warmup_decay")
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+               nn.modules.instancenorm._InstanceNorm)
+
+
+def split_group_options(make_optimizer: Callable[..., Optimizer]) -> tuple[Callable[..., Optimizer], dict]:
+    """The optimizer partial without `GROUP_OPTIONS`, and those options (the ones set, not None)."""
+    keywords = dict(getattr(make_optimizer, "keywords", {}))
+    if not any(key in keywords for key in GROUP_OPTIONS):
+        return make_optimizer, {}
+    options = {key: keywords.pop(key) for key in GROUP_OPTIONS if key in keywords}
+    stripped = functools.partial(make_optimizer.func, *make_optimizer.args, **keywords)
+    return stripped, {key: value for key, value in options.items() if value is not None}
+
+
+def parameter_groups(
+    module: nn.Module,
+    lr: float,
+    norm_weight_decay: float | None = None,
+    bias_weight_decay: float | None = None,
+    backbone_lr_mult: float = 1.0,
+    head_prefix: str | None = None,
+    include_frozen: bool = False,
+) -> list[dict[str, Any]]:
+    """Trainable parameters grouped as torchvision's reference `set_weight_decay` does, named `part/kind`.
+
+    kind: `bias` (parameters named `bias`, when `bias_weight_decay` is set), `norm` (the other
+    parameters of normalisation layers, when `norm_weight_decay` is set), `other`. part:
+    `backbone` (learning rate x `backbone_lr_mult`) or `head` (names starting with `head_prefix`),
+    only when `backbone_lr_mult` is not 1. Groups carry their own `weight_decay` and `lr` only
+    where these differ from the optimizer's. `include_frozen`: frozen parameters too (optimizers
+    skip parameters without gradients), for a backbone unfrozen later.
+    """
+    if backbone_lr_mult != 1.0 and head_prefix is None:
+        raise ConfigError(
+            f"optimizer.backbone_lr_mult={backbone_lr_mult} needs a network with a pretrained backbone "
+            "and a new head (model=torchvision or its short configs such as resnet50); this network "
+            "has no head to tell apart. Set optimizer.backbone_lr_mult=1."
+        )
+    groups: dict[tuple[str, str], list[nn.Parameter]] = {}
+    for module_name, submodule in module.named_modules():
+        for name, param in submodule.named_parameters(prefix=module_name, recurse=False):
+            if not (param.requires_grad or include_frozen):
+                continue
+            if bias_weight_decay is not None and name.rpartition(".")[2] == "bias":
+                kind = "bias"
+            elif norm_weight_decay is not None and isinstance(submodule, NORM_LAYERS):
+                kind = "norm"
+            else:
+                kind = "other"
+            part = "head" if backbone_lr_mult == 1.0 or name.startswith(head_prefix) else "backbone"
+            groups.setdefault((part, kind), []).append(param)
+    decay = {"bias": bias_weight_decay, "norm": norm_weight_decay}
+    result = []
+    for (part, kind), params in groups.items():
+        group: dict[str, Any] = {"params": params, "name": f"{part}/{kind}"}
+        if decay.get(kind) is not None:
+            group["weight_decay"] = decay[kind]
+        if part == "backbone":
+            group["lr"] = lr * backbone_lr_mult
+        result.append(group)
+    return result
+
+
 def configure_optimization(
-    parameters: Iterable[torch.nn.Parameter],
+    parameters: nn.Module | Iterable[nn.Parameter],
     optimizer: Callable[..., Optimizer],
     scheduler: dict[str, Any] | None,
     total_steps: int,
+    steps_per_epoch: int | None = None,
+    head_prefix: str | None = None,
+    include_frozen: bool = False,
 ) -> dict[str, Any]:
     """Build the Lightning `configure_optimizers` answer from partial optimizer/scheduler configs.
 
-    `scheduler` is the `scheduler` config group: `{scheduler: partial, interval, monitor, ...}`.
-    Schedulers that take `total_steps` (one-cycle, warm-up cosine) get it from the trainer.
+    `parameters`: a module (whose named parameters `GROUP_OPTIONS` in `optimizer` can group, see
+    `parameter_groups`) or plain parameters (one group). `include_frozen`: optimize frozen
+    parameters too, for a backbone that is unfrozen during training. `scheduler` is the
+    `scheduler` config group: `{scheduler: partial, interval, monitor, warmup_*, ...}`. Schedulers
+    that take `total_steps` (one-cycle, warm-up cosine, poly) get it from the trainer, less the warm-up.
     """
-    trainable = [p for p in parameters if p.requires_grad]
-    if not trainable:
+    module = parameters if isinstance(parameters, nn.Module) else None
+    every = list(module.parameters() if module else parameters)
+    if not any(p.requires_grad for p in every):
         raise ValueError("The network has no trainable parameters: is the whole model frozen?")
-    opt = optimizer(trainable)
+    make_optimizer, group_options = split_group_options(optimizer)
+    if group_options and module is not None:
+        lr = getattr(make_optimizer, "keywords", {}).get("lr", _default_lr(make_optimizer))
+        opt = make_optimizer(parameter_groups(module, lr, head_prefix=head_prefix,
+                                              include_frozen=include_frozen, **group_options))
+    else:
+        opt = make_optimizer([p for p in every if p.requires_grad or include_frozen])
     if not scheduler or scheduler.get("scheduler") is None:
         return {"optimizer": opt}
-    settings = dict(scheduler)
+    settings = {key: value for key, value in scheduler.items() if key not in WARMUP_OPTIONS}
     make_scheduler = settings.pop("scheduler")
+    settings.setdefault("interval", "epoch")
+    warmup = warmup_length(scheduler, settings["interval"], steps_per_epoch)
+    if settings["interval"] == "epoch" and "total_steps" in inspect.signature(make_scheduler).parameters:
+        total_steps = math.ceil(total_steps / steps_per_epoch) if steps_per_epoch else total_steps
+    if warmup and math.isfinite(total_steps) and warmup >= total_steps:
+        warnings.warn(
+            f"The warm-up ({warmup} {settings['interval']}s) lasts the whole training ({int(total_steps)} "
+            f"{settings['interval']}s): the learning rate never reaches its decay schedule.", stacklevel=2,
+        )
     if "total_steps" in inspect.signature(make_scheduler).parameters:
-        make_scheduler = _with_total_steps(make_scheduler, total_steps)
-    lr_scheduler = {"scheduler": make_scheduler(opt), "interval": "epoch", **settings}
-    return {"optimizer": opt, "lr_scheduler": lr_scheduler}
+        make_scheduler = _with_total_steps(make_scheduler, max(1, total_steps - warmup))
+    lr_scheduler = make_scheduler(opt)
+    if warmup > 0:
+        lr_scheduler = with_warmup(opt, lr_scheduler, warmup, scheduler.get("warmup_method", "linear"),
+                                   scheduler.get("warmup_decay", 0.01))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler, **settings}}
+
+
+def warmup_length(scheduler: dict[str, Any], interval: str, steps_per_epoch: int | None) -> int:
+    """The warm-up in the scheduler's own interval: steps, or epochs (`warmup_epochs` x steps per epoch)."""
+    epochs, steps = scheduler.get("warmup_epochs") or 0, scheduler.get("warmup_steps") or 0
+    if interval == "epoch":
+        if steps:
+            raise ConfigError(
+                f"scheduler.warmup_steps={steps} with a scheduler stepped once per epoch: give the "
+                "warm-up in epochs instead (scheduler.warmup_epochs)."
+            )
+        return int(epochs)
+    if epochs and not steps_per_epoch:
+        raise ConfigError("scheduler.warmup_epochs needs the number of steps per epoch, which this "
+                          "trainer does not know: give scheduler.warmup_steps instead.")
+    return int(steps + epochs * (steps_per_epoch or 0))
+
+
+def with_warmup(
+    optimizer: Optimizer, main: LRScheduler, length: int, method: str = "linear", decay: float = 0.01
+) -> SequentialLR:
+    """torchvision's reference warm-up: `length` intervals of LinearLR from `decay` x lr up to lr (or
+    ConstantLR at `decay` x lr), then `main`, which starts counting from zero."""
+    if isinstance(main, ReduceLROnPlateau):
+        raise ConfigError("scheduler=plateau cannot follow a warm-up (PyTorch chains only schedulers "
+                          "that step by count): set scheduler.warmup_epochs=0 and scheduler.warmup_steps=0.")
+    if method == "linear":
+        warmup: LRScheduler = LinearLR(optimizer, start_factor=decay, total_iters=length)
+    elif method == "constant":
+        warmup = ConstantLR(optimizer, factor=decay, total_iters=length)
+    else:
+        raise ConfigError(f"scheduler.warmup_method={method!r} is unknown: use linear or constant.")
+    return SequentialLR(optimizer, [warmup, main], milestones=[length])
+
+
+def _default_lr(make_optimizer: Callable[..., Optimizer]) -> float:
+    func = getattr(make_optimizer, "func", make_optimizer)
+    return inspect.signature(func).parameters["lr"].default
 
 
 def _with_total_steps(make_scheduler: Callable[..., Any], total_steps: int) -> Callable[..., Any]:

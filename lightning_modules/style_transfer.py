@@ -17,6 +17,7 @@ from torchvision.utils import save_image
 
 from datamodules.style_images import load_source
 from lightning_modules.nets.vgg_features import VGGFeatures
+from lightning_modules.optimization import split_group_options
 from lightning_modules.style_losses import (
     coarse_to_fine_sizes,
     content_loss,
@@ -67,7 +68,7 @@ class StyleTransferModule(pl.LightningModule):
         self.automatic_optimization = False
         net.capture([*content_layers, *style_layers])
         self.net = torch.compile(net) if compile else net
-        self.optimizer = optimizer
+        self.optimizer = split_group_options(optimizer)[0]  # one tensor, the image: no parameter groups
         self.content_layers = list(content_layers)
         self.style_layers = dict(style_layers)
         self.weights = {"content": content_weight, "style": style_weight, "tv": tv_weight}

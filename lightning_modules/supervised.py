@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -53,6 +54,10 @@ class SupervisedTask(pl.LightningModule):
         """Scores that the metrics compare with the target."""
         return output
 
+    def metric_target(self, target: torch.Tensor) -> torch.Tensor:
+        """The target that the metrics compare predictions with (the loss may take another form)."""
+        return target
+
     def setup_metrics(self) -> None:
         """Create one metric collection per stage, registered so that Lightning moves and syncs them."""
         for stage in STAGES:
@@ -70,7 +75,7 @@ class SupervisedTask(pl.LightningModule):
                  batch_size=x.shape[0], prog_bar=stage != "test")
         if stage != "train" or self._updates_train_metrics(batch_idx):
             metrics = getattr(self, f"{stage}_metrics")
-            metrics.update(preds, y)
+            metrics.update(preds, self.metric_target(y))
             # Lightning computes a logged metric object from its own state at epoch end, so
             # logging it once per epoch is enough; every call would move its state (~2 ms a batch).
             if stage not in self._metrics_logged:
@@ -116,7 +121,25 @@ class SupervisedTask(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer if self.lr is None else partial(self.optimizer, lr=self.lr)
+        total_steps = self.trainer.estimated_stepping_batches
+        batches = self.trainer.num_training_batches
+        steps_per_epoch = (math.ceil(batches / self.trainer.accumulate_grad_batches)
+                           if math.isfinite(batches) and batches > 0 else None)
         return configure_optimization(
-            self.parameters(), optimizer, self.scheduler,
-            total_steps=self.trainer.estimated_stepping_batches,
+            self, optimizer, self.scheduler, total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch, head_prefix=self.head_prefix(),
+            include_frozen=self.unfreezes_later(),
         )
+
+    def unfreezes_later(self) -> bool:
+        """Whether frozen parameters start training during the fit (they then belong in the optimizer)."""
+        return False
+
+    def head_prefix(self) -> str | None:
+        """Parameter-name prefix of the network's new head (`net.head_name`), if it declares one."""
+        net = getattr(self.net, "_orig_mod", self.net)  # torch.compile wraps the network
+        head_name = getattr(net, "head_name", None)
+        if head_name is None:
+            return None
+        head = net.get_submodule(head_name)
+        return next(name + "." for name, module in self.named_modules() if module is head)

@@ -35,7 +35,7 @@ def test_digits_splits_are_disjoint_stratified_and_fixed_by_split_seed():
     again = DigitsDataModule(split_seed=3, **LOADER)
     again.setup()
     assert torch.equal(again.datasets["test"].tensors[0], dm.datasets["test"].tensors[0])
-    train_images = {tuple(x.flatten().tolist()) for x in dm.datasets["train"].tensors[0][:200]}
+    train_images = {tuple(dm.datasets["train"][i][0].flatten().tolist()) for i in range(200)}
     assert not any(tuple(x.flatten().tolist()) in train_images for x in dm.datasets["test"].tensors[0])
 
 

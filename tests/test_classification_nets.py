@@ -42,15 +42,12 @@ def test_first_convolution_takes_one_channel_as_the_sum_of_the_rgb_filters():
     assert gray(torch.randn(2, 1, 32, 32)).shape == (2, 4)
 
 
-def test_frozen_backbone_trains_only_the_head_and_keeps_batch_norm_statistics():
+def test_frozen_backbone_trains_only_the_head():
+    # Its batch-norm statistics stay fixed during training: tests/test_finetuning.py.
     net = build_classifier("resnet18", num_classes=3, freeze_backbone=True)
     trainable = [name for name, p in net.named_parameters() if p.requires_grad]
     assert trainable == ["model.fc.weight", "model.fc.bias"]
-    net.train()
-    assert not net.model.bn1.training and net.model.fc.training
-    before = net.model.bn1.running_mean.clone()
-    net(torch.randn(4, 3, 32, 32) * 5 + 3)
-    torch.testing.assert_close(net.model.bn1.running_mean, before)
+    assert net.head_name == "model.fc"
 
 
 def test_local_weights_file_is_loaded_before_the_head_is_replaced(tmp_path):

@@ -12,24 +12,20 @@ from torchvision.models import WeightsEnum
 
 
 class TorchvisionClassifier(nn.Module):
-    """A torchvision model whose frozen part stays frozen, batch-norm statistics included."""
+    """A torchvision model with a new head; `freeze_backbone` trains only the head.
+
+    Frozen batch-norm layers are kept in eval mode during training by the classification task's
+    `callbacks.finetuning.BackboneFinetuning`, which can also unfreeze the backbone later.
+    """
 
     def __init__(self, model: nn.Module, freeze_backbone: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.head_name = "model." + _last_linear_name(model)  # the new head; the rest is the backbone
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
-            head = _last_linear_name(model)
-            for name, param in model.named_parameters():
-                param.requires_grad = name.startswith(head + ".")
-
-    def train(self, mode: bool = True) -> TorchvisionClassifier:
-        super().train(mode)
-        if self.freeze_backbone:
-            for module in self.model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
+            for name, param in self.named_parameters():
+                param.requires_grad = name.startswith(self.head_name + ".")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
