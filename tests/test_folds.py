@@ -61,6 +61,8 @@ def samples(dataset) -> list[str]:
         return [str(path) for path, _ in dataset.samples]
     if hasattr(dataset, "tensors"):
         return [image.numpy().tobytes().hex() for image in dataset.tensors[0]]
+    if hasattr(dataset, "images"):  # transformed as it is read: with augment=none, as evaluation does
+        return [dataset.transform(image).numpy().tobytes().hex() for image in dataset.images]
     return []
 
 
@@ -70,7 +72,7 @@ def test_the_validation_folds_of_each_classification_datamodule_partition_its_tr
     options = DATASETS[data](tmp_path / data)
     splits = []
     for fold in range(3):
-        cfg = make_config(f"data={data}", *options, "data.num_folds=3", f"data.fold={fold}")
+        cfg = make_config(f"data={data}", *options, "augment=none", "data.num_folds=3", f"data.fold={fold}")
         datamodule = instantiate(cfg.data)
         datamodule.setup("fit")
         splits.append({split: samples(dataset) for split, dataset in datamodule.datasets.items()})
