@@ -11,6 +11,8 @@ import pytorch_lightning as pl
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from datamodules.errors import ConfigError
+
 
 def stratified_split(
     labels: Sequence[int], held_out: float | int, seed: int
@@ -69,7 +71,7 @@ class VisionDataModule(pl.LightningDataModule):
         """Fail clearly when the configured class count disagrees with the data."""
         if len(self.classes) != self.num_classes:
             shown = ", ".join(self.classes[:8]) + (", ..." if len(self.classes) > 8 else "")
-            raise ValueError(
+            raise ConfigError(
                 f"data.num_classes={self.num_classes} but the {type(self).__name__} data has "
                 f"{len(self.classes)} classes ({shown}). Set data.num_classes={len(self.classes)}."
             )

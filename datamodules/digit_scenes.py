@@ -9,6 +9,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from datamodules.base import stratified_split
 from datamodules.digits import load_digit_images
+from datamodules.errors import ConfigError
 from datamodules.segmentation import SegmentationDataModule
 
 
@@ -65,11 +66,11 @@ class DigitScenesDataModule(SegmentationDataModule):
         **options: object,
     ) -> None:
         if channels != 1:
-            raise ValueError("The digit scenes are grayscale: set data.channels=1.")
+            raise ConfigError("The digit scenes are grayscale: set data.channels=1.")
         super().__init__(num_classes, channels, image_size, **options)
         self.digit_sizes = (int(digit_sizes[0]), int(digit_sizes[1]))
         if not 8 <= self.digit_sizes[0] <= self.digit_sizes[1] <= image_size:
-            raise ValueError(f"data.digit_sizes={list(digit_sizes)} must lie within [8, data.image_size].")
+            raise ConfigError(f"data.digit_sizes={list(digit_sizes)} must lie within [8, data.image_size].")
         self.max_digits = max_digits
         self.counts = {"train": train_scenes, "val": val_scenes, "test": test_scenes}
 

@@ -8,6 +8,7 @@ from sklearn.datasets import load_digits
 from torch.utils.data import Dataset, TensorDataset
 
 from datamodules.base import ClassificationDataModule, stratified_split
+from datamodules.errors import ConfigError
 
 
 def load_digit_images(image_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,7 +36,7 @@ class DigitsDataModule(ClassificationDataModule):
         **loader_options: object,
     ) -> None:
         if channels != 1:
-            raise ValueError("The digits are grayscale: set data.channels=1.")
+            raise ConfigError("The digits are grayscale: set data.channels=1.")
         super().__init__(num_classes, channels, image_size, **loader_options)
         self.test_fraction = test_fraction
         self.val_fraction = val_fraction

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from datamodules.errors import ConfigError
 from datamodules.image_files import read_image
 from lightning_modules.style_losses import resize_longer_side
 
@@ -55,7 +56,7 @@ def load_source(source: str, size: int, min_size: int) -> torch.Tensor:
 
         name = source.removeprefix(EMBEDDED_PREFIX)
         if not hasattr(skimage.data, name):
-            raise ValueError(f"scikit-image has no sample picture {name!r} (see skimage.data).")
+            raise ConfigError(f"scikit-image has no sample picture {name!r} (see skimage.data).")
         array = getattr(skimage.data, name)()
         array = np.stack([array] * 3, axis=-1) if array.ndim == 2 else array[..., :3]
         image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
@@ -129,7 +130,7 @@ class StyleImagesDataModule(pl.LightningDataModule):
         contents, styles = image_sources(self.content), image_sources(self.style)
         weights = list(self.style_weights) if self.style_weights else [1.0] * len(styles)
         if len(weights) != len(styles) or sum(weights) <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"data.style_weights {weights} must give one positive weight per style image "
                 f"({len(styles)}: {', '.join(map(source_name, styles))})."
             )

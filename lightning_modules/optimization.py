@@ -11,6 +11,8 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from datamodules.errors import ConfigError
+
 
 def warmup_cosine(
     optimizer: Optimizer, total_steps: int, warmup_fraction: float = 0.05, min_factor: float = 0.0
@@ -40,7 +42,7 @@ def configure_optimization(
     """
     trainable = [p for p in parameters if p.requires_grad]
     if not trainable:
-        raise ValueError("The network has no trainable parameters: is the whole model frozen?")
+        raise ConfigError("The network has no trainable parameters: is the whole model frozen?")
     opt = optimizer(trainable)
     if not scheduler or scheduler.get("scheduler") is None:
         return {"optimizer": opt}
@@ -57,7 +59,7 @@ def _with_total_steps(make_scheduler: Callable[..., Any], total_steps: int) -> C
     if keywords.get("total_steps") is not None:
         return make_scheduler
     if not math.isfinite(total_steps) or total_steps <= 0:
-        raise ValueError(
+        raise ConfigError(
             "This scheduler needs the total number of training steps; set trainer.max_epochs "
             "or trainer.max_steps to a finite value."
         )
