@@ -57,6 +57,8 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     try:
         return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
     except Exception as error:
+        if mmap:  # a legacy (not zip) file cannot be mapped, and a mapped read explains failures badly
+            return read_checkpoint(path, map_location)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
             f"Checkpoint {path} ({path.stat().st_size:,} bytes) cannot be read: {reason}. The file is "
