@@ -7,21 +7,22 @@ import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 
 class CheckpointOnSIGTERM(pl.Callback):
-    """Saves `<checkpoints>/last.ckpt` where SIGTERM stopped fitting and prints the resume command.
+    """Saves `<checkpoints>/stopped.ckpt` where SIGTERM stopped fitting and prints the resume command.
 
     Lightning stops at the end of the batch in progress when it receives SIGTERM; without this the
-    steps since the last end-of-epoch checkpoint would be lost. `resume_command` is the command line
+    steps since the last end-of-epoch checkpoint would be lost. The file is not named `last*`, so
+    `ckpt_path=last` still resumes from the end of the last complete epoch (which, unlike a
+    mid-epoch checkpoint, repeats an uninterrupted run exactly). `resume_command` is the command line
     that resumes the run, without its `ckpt_path`.
     """
 
     def __init__(self, checkpoint_dir: str | Path, resume_command: str) -> None:
-        self.path = Path(checkpoint_dir) / "last.ckpt"
+        self.path = Path(checkpoint_dir) / "stopped.ckpt"
         self.resume_command = resume_command
 
     def on_exception(
@@ -30,9 +31,7 @@ class CheckpointOnSIGTERM(pl.Callback):
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
             return
         trainer.save_checkpoint(self.path)
-        finds_last = any(isinstance(cb, ModelCheckpoint) for cb in trainer.callbacks)
-        ckpt_path = "last" if finds_last else shlex.quote(str(self.path))
         if trainer.is_global_zero:
             print(f"Stopped by SIGTERM at epoch {trainer.current_epoch}, step {trainer.global_step}; saved "
-                  f"{self.path}. Resume with:\n  {self.resume_command} ckpt_path={ckpt_path}",
-                  file=sys.stderr, flush=True)
+                  f"{self.path}. Resume with:\n  {self.resume_command} "
+                  f"ckpt_path={shlex.quote(str(self.path))}", file=sys.stderr, flush=True)

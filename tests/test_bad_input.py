@@ -202,7 +202,7 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 180) -> Non
 
 @pytest.mark.slow
 def test_sigterm_saves_the_stop_point_prints_the_resume_command_and_exits_143(tmp_path):
-    overrides = [*QUIET, "trainer.max_epochs=4", "trainer.limit_train_batches=30", "data.batch_size=8"]
+    overrides = [*QUIET, "trainer.max_epochs=2", "trainer.limit_train_batches=30", "data.batch_size=8"]
     environment = {**os.environ, "PROJECT_ROOT": str(tmp_path)}
     process = subprocess.Popen([sys.executable, "run.py", *overrides], cwd=ROOT, env=environment,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -216,11 +216,12 @@ def test_sigterm_saves_the_stop_point_prints_the_resume_command_and_exits_143(tm
 
     assert process.returncode == 143
     assert not (run_dir / "metrics.json").exists()
-    stopped = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    stopped = torch.load(run_dir / "checkpoints" / "stopped.ckpt", weights_only=False)
     assert stopped["global_step"] > end_of_epoch_step, "saved where it stopped, not at the epoch's end"
     assert f"step {stopped['global_step']}" in stderr
     command = stderr.split("Resume with:\n")[1].splitlines()[0].strip()
-    assert command.endswith("ckpt_path=last") and f"hydra.run.dir={run_dir}" in command
+    assert f"hydra.run.dir={run_dir}" in command
+    assert command.endswith(f"ckpt_path={run_dir / 'checkpoints' / 'stopped.ckpt'}")
     original_overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
     original_config = (run_dir / "config_resolved.yaml").read_text()
 
@@ -229,10 +230,10 @@ def test_sigterm_saves_the_stop_point_prints_the_resume_command_and_exits_143(tm
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    assert (last["epoch"], last["global_step"]) == (3, 4 * 30)
+    assert (last["epoch"], last["global_step"]) == (1, 2 * 30)
     assert (run_dir / ".hydra" / "overrides.yaml").read_text() == original_overrides
     assert (run_dir / "config_resolved.yaml").read_text() == original_config
-    assert "ckpt_path=last" in (run_dir / ".hydra" / "resume-1" / "overrides.yaml").read_text()
+    assert "stopped.ckpt" in (run_dir / ".hydra" / "resume-1" / "overrides.yaml").read_text()
     assert (run_dir / ".hydra" / "resume-1" / "config_resolved.yaml").is_file()
     assert json.loads((run_dir / "metrics.json").read_text())["test/acc"] > 0
 
@@ -296,8 +297,10 @@ def test_evaluation_on_two_processes_scores_every_sample_once_like_one_process(t
 
     assert done.returncode == 0, done.stderr[-3000:]
     distributed = json.loads((run_dirs(tmp_path)[0] / "metrics.json").read_text())
-    for key in ("test/acc", "test/acc_macro", "test/loss"):
+    for key in ("test/acc", "test/acc_macro"):
         assert distributed[key] == single[key], key
+    # Each batch's mean loss is rounded in float32, and the processes' batches hold other samples.
+    assert distributed["test/loss"] == pytest.approx(single["test/loss"], rel=1e-6)
     assert trained["test/acc"] == pytest.approx(single["test/acc"])
 
 
