@@ -132,7 +132,7 @@ def check_checkpoint(cfg: DictConfig) -> None:
         return
     stored = read_checkpoint(path, mmap=True).get(CHECKPOINT_KEY)
     if not stored:
-        return  # written before configs were stored: the state-dict check below names the file
+        return  # written before runs stored their config: checkpoint_loading names a misfit
     (trained_net, trained_task), (net, task) = network_and_task(stored), network_and_task(cfg)
     if (trained_net, trained_task) != (net, task):
         data = str((stored.get("data") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
