@@ -161,8 +161,6 @@ def checkpoint_loading(ckpt_path: Any) -> Iterator[None]:
 
 def check_config(cfg: DictConfig) -> None:
     """Stop early, with the fix in the message, on settings that cannot work together."""
-    import torch
-
     check_value_types(cfg)
 
     precision = str(cfg.trainer.get("precision", "32-true"))
@@ -176,8 +174,7 @@ def check_config(cfg: DictConfig) -> None:
     strategy = cfg.trainer.get("strategy")
     strategy_name = str(strategy.get("_target_") if isinstance(strategy, DictConfig) else strategy)
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if "FSDP" in strategy_name.upper() and on_cpu:
+    if "FSDP" in strategy_name.upper() and runs_on_cpu(accelerator):
         raise ConfigError(
             "strategy=fsdp needs CUDA GPUs, and this run would be on the CPU. Use strategy=ddp "
             "(with trainer.devices=N) to train on several CPU processes."
@@ -187,6 +184,15 @@ def check_config(cfg: DictConfig) -> None:
     if not cfg.train and not cfg.test:
         raise ConfigError("train=false and test=false: there is nothing to do.")
     check_checkpoint(cfg)
+
+
+def runs_on_cpu(accelerator: str) -> bool:
+    """Whether `trainer.accelerator` puts the run on the CPU (imports torch only when it must ask CUDA)."""
+    if accelerator != "auto":
+        return accelerator == "cpu"
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 def instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -310,10 +316,26 @@ def quote_numeric_choices(argv: list[str], groups: tuple[str, ...] = ("precision
 
 
 def is_rank_zero() -> bool:
-    """Whether this process is the global rank 0 (from RANK, LOCAL_RANK or SLURM_PROCID)."""
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+    """Whether this process is the global rank 0 (from RANK, LOCAL_RANK or SLURM_PROCID).
 
-    return rank_zero_only.rank == 0
+    Lightning's answer once it is imported (its strategies correct it); before that, the variables
+    Lightning reads, so that a config error does not wait for Lightning to import.
+    """
+    if "pytorch_lightning" in sys.modules:
+        from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+        return rank_zero_only.rank == 0
+    rank = next((os.environ[key] for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID") if key in os.environ), "0")
+    return int(rank) == 0
+
+
+def is_sigterm_stop(error: BaseException) -> bool:
+    """Whether Lightning stopped fitting or testing because the process received SIGTERM."""
+    if "pytorch_lightning" not in sys.modules:
+        return False
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    return isinstance(error, SIGTERMException)
 
 
 def rerun_only_this_job() -> None:
@@ -342,14 +364,12 @@ def main(cfg: DictConfig) -> float | None:
     with code 2, or, inside a multirun, fail this job and let the sweep go on; SIGTERM exits with 143
     (128 + 15, as if the signal had killed the process); anything else keeps its traceback.
     """
-    from pytorch_lightning.utilities.exceptions import SIGTERMException
-
     try:
         return run(cfg)
     except BaseException as raised:
         error = unwrap_instantiation(raised)
         record_error(error, Path(cfg.paths.output_dir))
-        if isinstance(error, SIGTERMException):
+        if is_sigterm_stop(error):
             raise SystemExit(143) from None
         if not isinstance(error, VisionlabError):
             raise
@@ -381,9 +401,7 @@ def in_multirun() -> bool:
 
 def record_error(error: BaseException, output_dir: Path) -> None:
     """Write `error.txt` in the run directory: why the run failed, for sweep summaries."""
-    from pytorch_lightning.utilities.exceptions import SIGTERMException
-
-    stopped = isinstance(error, SIGTERMException)
+    stopped = is_sigterm_stop(error)
     if (isinstance(error, SystemExit | KeyboardInterrupt) and not stopped) or not is_rank_zero():
         return
     output_dir.mkdir(parents=True, exist_ok=True)
