@@ -133,6 +133,19 @@ def test_checkpoint_of_another_network_names_the_network_and_task_it_was_trained
     assert "state_dict" not in message and len(message) < 600
 
 
+def test_checkpoint_whose_weights_do_not_fit_is_named_in_a_short_message(make_config, tmp_path):
+    run.train(make_config("logger=none", "test=false"))
+    checkpoint = next((tmp_path / "run" / "checkpoints").glob("epoch*.ckpt"))
+
+    with pytest.raises(CheckpointError) as raised:
+        run.train(make_config("logger=none", "train=false", f"ckpt_path={checkpoint}", "model.num_classes=5"))
+    message = str(raised.value)
+    assert message.startswith(f"Checkpoint {checkpoint} does not fit the network")
+    assert "size mismatch" in message
+    assert len(message.splitlines()) <= 6 and "model=" in message
+    assert torch.load(checkpoint, weights_only=False)["state_dict"], "the checkpoint is left as it was"
+
+
 def test_missing_checkpoint_file_is_named(make_config, tmp_path):
     with pytest.raises(CheckpointError, match=r"No checkpoint file at .*nope.ckpt"):
         run.check_config(make_config("train=false", f"ckpt_path={tmp_path / 'nope.ckpt'}"))
@@ -238,11 +251,14 @@ def test_sigterm_saves_the_stop_point_prints_the_resume_command_and_exits_143(tm
     assert json.loads((run_dir / "metrics.json").read_text())["test/acc"] > 0
 
 
+# Epoch 0 trains at lr 1e-3; StepLR then multiplies it by 1e13, and epoch 1 diverges.
+DIVERGES_IN_EPOCH_1 = [*QUIET, "optimizer=sgd", "optimizer.lr=1e-3", "scheduler=step",
+                       "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=1e13",
+                       "trainer.max_epochs=3", "trainer.limit_train_batches=5"]
+
+
 def test_non_finite_loss_stops_the_run_naming_step_and_learning_rate_and_keeps_finite_checkpoints(tmp_path):
-    # Epoch 0 trains at lr 1e-3; StepLR then multiplies it by 1e13, and epoch 1 diverges.
-    done = run_py(tmp_path, *QUIET, "optimizer=sgd", "optimizer.lr=1e-3", "scheduler=step",
-                  "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=1e13",
-                  "trainer.max_epochs=3", "trainer.limit_train_batches=5")
+    done = run_py(tmp_path, *DIVERGES_IN_EPOCH_1)
 
     message = " ".join(done.stderr.replace("│", " ").split())
     assert done.returncode == 2
@@ -253,6 +269,15 @@ def test_non_finite_loss_stops_the_run_naming_step_and_learning_rate_and_keeps_f
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt")) == ["epoch000.ckpt", "last.ckpt"]
     weights = torch.load(run_dir / "checkpoints" / "epoch000.ckpt", weights_only=False)["state_dict"]
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_error_on_every_ddp_process_is_printed_once(tmp_path):
+    done = run_py(tmp_path, "trainer=ddp", *DIVERGES_IN_EPOCH_1)
+
+    assert done.returncode == 2
+    assert done.stderr.count("Training diverged") == 1 and "Traceback" not in done.stderr
 
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
