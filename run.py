@@ -405,7 +405,7 @@ def record_error(error: BaseException, output_dir: Path) -> None:
     if (isinstance(error, SystemExit | KeyboardInterrupt) and not stopped) or not is_rank_zero():
         return
     output_dir.mkdir(parents=True, exist_ok=True)
-    message = "stopped by SIGTERM (resume with ckpt_path=last)" if stopped else str(error)
+    message = "stopped by SIGTERM; checkpoints/stopped.ckpt holds the stop point" if stopped else str(error)
     (output_dir / "error.txt").write_text(f"{type(error).__name__}: {message}\n")
 
 
