@@ -11,14 +11,18 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from datamodules.errors import ConfigError, VisionlabError
+from datamodules.errors import CheckpointError, ConfigError, VisionlabError
 
 # Outputs and data default to folders beside this file, whatever the working directory; Hydra
 # resolves the sweep directory before it knows its runtime, so the root cannot come from Hydra.
@@ -26,9 +30,140 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 log = logging.getLogger(__name__)
 
 
+# The numbers users type most: (key, kind, may be null, an example). Checked before anything is built,
+# so that `trainer.max_epochs=abc` is named instead of failing deep inside Lightning.
+TYPED_KEYS = (
+    ("seed", "whole", False, "42"),
+    ("trainer.max_epochs", "whole", True, "10"),
+    ("trainer.min_epochs", "whole", True, "1"),
+    ("trainer.max_steps", "whole", False, "1000 (-1: no limit)"),
+    ("trainer.num_nodes", "whole", False, "1"),
+    ("trainer.accumulate_grad_batches", "whole", False, "4"),
+    ("trainer.check_val_every_n_epoch", "whole", True, "1"),
+    ("trainer.log_every_n_steps", "whole", True, "10"),
+    ("trainer.limit_train_batches", "number", True, "0.25 (a fraction) or 10 (batches)"),
+    ("trainer.limit_val_batches", "number", True, "0.25 (a fraction) or 10 (batches)"),
+    ("trainer.limit_test_batches", "number", True, "0.25 (a fraction) or 10 (batches)"),
+    ("trainer.gradient_clip_val", "number", True, "1.0"),
+    ("data.batch_size", "whole", False, "64"),
+    ("data.num_workers", "whole", False, "4"),
+    ("optimizer.lr", "number", False, "1e-3"),
+    ("optimizer.weight_decay", "number", True, "1e-4"),
+    ("optimizer.momentum", "number", True, "0.9"),
+)
+KINDS = {"whole": "a whole number", "number": "a number"}
+ABSENT = object()
+
+
+def command_line_override(key: str) -> str | None:
+    """The command-line override that set `key`, if one did."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    for override in HydraConfig.get().overrides.task:
+        if override.lstrip("+~").partition("=")[0] == key:
+            return override
+    return None
+
+
+def where_set(key: str) -> str:
+    """Where the value of `key` came from: the command line, or the composed config files."""
+    override = command_line_override(key)
+    if override is not None:
+        return f"given on the command line as `{override}`"
+    return "set in the composed config (conf/ or an experiment= file)"
+
+
+def has_kind(value: Any, kind: str) -> bool:
+    """Whether `value` is a whole number (kind "whole") or any real number (kind "number")."""
+    numeric = (int,) if kind == "whole" else (int, float)
+    return isinstance(value, numeric) and not isinstance(value, bool)
+
+
+def valid_devices(devices: Any) -> bool:
+    """Lightning's `devices`: a count (-1: all), "auto", a list of indices, or a string of them."""
+    if isinstance(devices, str):
+        return devices == "auto" or re.fullmatch(r"-?\d+|(\d+,)*\d+,?", devices.strip()) is not None
+    if isinstance(devices, list | ListConfig):
+        return all(has_kind(index, "whole") for index in devices)
+    return has_kind(devices, "whole") and devices >= -1
+
+
+def check_value_types(cfg: DictConfig) -> None:
+    """Name the key, where it was set and an example when a number users type is not a number."""
+    for key, kind, nullable, example in TYPED_KEYS:
+        value = OmegaConf.select(cfg, key, default=ABSENT)
+        if value is ABSENT or (value is None and nullable) or has_kind(value, kind):
+            continue
+        raise ConfigError(f"{key}={value!r} is not {KINDS[kind]}: {where_set(key)}. "
+                          f"Give {KINDS[kind]}, e.g. {key}={example}.")
+    devices = OmegaConf.select(cfg, "trainer.devices", default="auto")
+    if not valid_devices(devices):
+        where = where_set("trainer.devices")
+        raise ConfigError(f"trainer.devices={devices!r} is not a device count: {where}. "
+                          "Give a count (trainer.devices=2; -1 for all), a list of indices "
+                          "(trainer.devices=[0,1]) or trainer.devices=auto.")
+
+
+def checkpoint_to_read(cfg: DictConfig) -> Path | None:
+    """The checkpoint file `ckpt_path` names: a path, or `last` when the run directory has one."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path in (None, "best", "hpc"):
+        return None
+    if ckpt_path == "last":
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        return last if last.is_file() else None  # Lightning starts afresh, with a warning
+    return Path(str(ckpt_path)).expanduser()
+
+
+def network_and_task(config: dict[str, Any] | DictConfig) -> tuple[str, str]:
+    """The network a config builds (model.name, or its class) and its task name."""
+    model = config.get("model") or {}
+    network = model.get("name") or str(model.get("_target_", "?")).rsplit(".", 1)[-1]
+    return str(network), str(config.get("task_name", "?"))
+
+
+def check_checkpoint(cfg: DictConfig) -> None:
+    """The checkpoint to resume or evaluate is readable and holds the network and task this run builds."""
+    from callbacks.run_config import CHECKPOINT_KEY
+    from lightning_modules.checkpoint_io import read_checkpoint
+
+    path = checkpoint_to_read(cfg)
+    if path is None:
+        return
+    stored = read_checkpoint(path, mmap=True).get(CHECKPOINT_KEY)
+    if not stored:
+        return  # written before runs stored their config: checkpoint_loading names a misfit
+    (trained_net, trained_task), (net, task) = network_and_task(stored), network_and_task(cfg)
+    if (trained_net, trained_task) != (net, task):
+        data = str((stored.get("data") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
+        raise CheckpointError(
+            f"Checkpoint {path} holds network {trained_net} trained for task={trained_task} ({data}), but "
+            f"this run builds {net} for task={task}. Give the checkpoint's network and task on the command "
+            f"line (task={trained_task} and the model= option of {trained_net}), or a checkpoint of {net}."
+        )
+
+
+@contextmanager
+def checkpoint_loading(ckpt_path: Any) -> Iterator[None]:
+    """Turn a state dict that does not fit the network into a CheckpointError naming the file."""
+    try:
+        yield
+    except RuntimeError as error:
+        if "Error(s) in loading state_dict" not in str(error):
+            raise
+        lines = str(error).splitlines()
+        shown = "\n".join(line[:300] for line in lines[:4])
+        raise CheckpointError(
+            f"Checkpoint {ckpt_path} does not fit the network this run builds:\n{shown}\n"
+            "Use the model= and data.num_classes that the checkpoint was trained with."
+        ) from error
+
+
 def check_config(cfg: DictConfig) -> None:
     """Stop early, with the fix in the message, on settings that cannot work together."""
-    import torch
+    check_value_types(cfg)
 
     precision = str(cfg.trainer.get("precision", "32-true"))
     optimizer = str(cfg.optimizer.get("_target_", ""))
@@ -41,8 +176,7 @@ def check_config(cfg: DictConfig) -> None:
     strategy = cfg.trainer.get("strategy")
     strategy_name = str(strategy.get("_target_") if isinstance(strategy, DictConfig) else strategy)
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if "FSDP" in strategy_name.upper() and on_cpu:
+    if "FSDP" in strategy_name.upper() and runs_on_cpu(accelerator):
         raise ConfigError(
             "strategy=fsdp needs CUDA GPUs, and this run would be on the CPU. Use strategy=ddp "
             "(with trainer.devices=N) to train on several CPU processes."
@@ -51,6 +185,16 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("train=false evaluates a checkpoint: give it with ckpt_path=PATH.")
     if not cfg.train and not cfg.test:
         raise ConfigError("train=false and test=false: there is nothing to do.")
+    check_checkpoint(cfg)
+
+
+def runs_on_cpu(accelerator: str) -> bool:
+    """Whether `trainer.accelerator` puts the run on the CPU (imports torch only when it must ask CUDA)."""
+    if accelerator != "auto":
+        return accelerator == "cpu"
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 def instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -106,15 +250,30 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
         compile=cfg.compile,
     )
     loggers = instantiate_all(cfg.get("logger"))
+    from callbacks.finite_loss import StopOnNonFiniteLoss
     from callbacks.run_config import RunConfigInCheckpoint
+    from callbacks.stop_checkpoint import CheckpointOnSIGTERM
 
     callbacks = usable_callbacks(
         instantiate_all(cfg.get("callbacks")), has_logger=bool(loggers),
         progress_bar=cfg.trainer.get("enable_progress_bar", True),
     )
-    callbacks.append(RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
+    callbacks += [
+        RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)),
+        StopOnNonFiniteLoss(),
+        CheckpointOnSIGTERM(Path(cfg.paths.output_dir) / "checkpoints", resume_command(cfg)),
+    ]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
+
+
+def resume_command(cfg: DictConfig) -> str:
+    """The command line that continues this run in its own directory (ckpt_path to be added)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    kept = [o for o in overrides if o.lstrip("+~").partition("=")[0] not in ("ckpt_path", "hydra.run.dir")]
+    return shlex.join(["python", "run.py", *kept, f"hydra.run.dir={cfg.paths.output_dir}"])
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -127,12 +286,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(hyperparameters)
     metrics: dict[str, float] = {}
     if cfg.train:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        with checkpoint_loading(cfg.ckpt_path):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt_path = (best or None) if cfg.train else cfg.ckpt_path
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        with checkpoint_loading(ckpt_path):
+            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_score is not None:
@@ -157,10 +318,26 @@ def quote_numeric_choices(argv: list[str], groups: tuple[str, ...] = ("precision
 
 
 def is_rank_zero() -> bool:
-    """Whether this process is the global rank 0 (from RANK, LOCAL_RANK or SLURM_PROCID)."""
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+    """Whether this process is the global rank 0 (from RANK, LOCAL_RANK or SLURM_PROCID).
 
-    return rank_zero_only.rank == 0
+    Lightning's answer once it is imported (its strategies correct it); before that, the variables
+    Lightning reads, so that a config error does not wait for Lightning to import.
+    """
+    if "pytorch_lightning" in sys.modules:
+        from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+        return rank_zero_only.rank == 0
+    rank = next((os.environ[key] for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID") if key in os.environ), "0")
+    return int(rank) == 0
+
+
+def is_sigterm_stop(error: BaseException) -> bool:
+    """Whether Lightning stopped fitting or testing because the process received SIGTERM."""
+    if "pytorch_lightning" not in sys.modules:
+        return False
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    return isinstance(error, SIGTERMException)
 
 
 def rerun_only_this_job() -> None:
@@ -185,15 +362,22 @@ def rerun_only_this_job() -> None:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: returns the monitored metric, which sweepers optimise.
 
-    A failed multirun job returns None after reporting its error, so that the sweep goes on to
-    the other jobs and its summary runs (Hydra's sweepers stop at a job's exception); the summary
-    marks the job failed and the sweep exits non-zero.
+    The error boundary: the project's own errors print as one block (on global rank 0 only) and exit
+    with code 2; SIGTERM exits with 143 (128 + 15, as if the signal had killed the process); anything
+    else keeps its traceback. A failed multirun job returns None after reporting its error, so that
+    the sweep goes on to the other jobs and its summary runs (Hydra's sweepers stop at a job's
+    exception); the summary marks the job failed and the sweep exits non-zero.
     """
     try:
         return run(cfg)
-    except BaseException as error:
+    except BaseException as raised:
+        error = unwrap_instantiation(raised)
         record_error(error, Path(cfg.paths.output_dir))
-        if isinstance(error, VisionlabError):
+        if is_sigterm_stop(error):
+            raise SystemExit(143) from None
+        if isinstance(error, VisionlabError) and is_rank_zero():
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                traceback.print_exception(error)
             print_error(error)
         if in_multirun() and isinstance(error, Exception):
             if not isinstance(error, VisionlabError):
@@ -202,6 +386,15 @@ def main(cfg: DictConfig) -> float | None:
         if isinstance(error, VisionlabError):
             raise SystemExit(2) from None
         raise
+
+
+def unwrap_instantiation(error: BaseException) -> BaseException:
+    """The exception a constructor raised, out of the InstantiationException that Hydra wraps it in."""
+    from hydra.errors import InstantiationException
+
+    while isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    return error
 
 
 def in_multirun() -> bool:
@@ -214,27 +407,33 @@ def in_multirun() -> bool:
 
 def record_error(error: BaseException, output_dir: Path) -> None:
     """Write `error.txt` in the run directory: why the run failed, for sweep summaries."""
-    if isinstance(error, SystemExit | KeyboardInterrupt) or not is_rank_zero():
+    stopped = is_sigterm_stop(error)
+    if (isinstance(error, SystemExit | KeyboardInterrupt) and not stopped) or not is_rank_zero():
         return
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "error.txt").write_text(f"{type(error).__name__}: {error}\n")
+    message = "stopped by SIGTERM; checkpoints/stopped.ckpt holds the stop point" if stopped else str(error)
+    (output_dir / "error.txt").write_text(f"{type(error).__name__}: {message}\n")
 
 
 def print_error(error: VisionlabError) -> None:
     """The project's own errors as one short block on stderr: what is wrong and the fix."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.panel import Panel
 
-    Console(stderr=True).print(Panel(str(error), title=type(error).__name__, title_align="left",
-                                     border_style="red", expand=False))
+    hint = "" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "HYDRA_FULL_ERROR=1 shows the traceback"
+    Console(stderr=True).print(Panel(escape(str(error)), title=type(error).__name__, title_align="left",
+                                     subtitle=hint, subtitle_align="right", border_style="red",
+                                     expand=False))
 
 
 def run(cfg: DictConfig) -> float | None:
     """Train and/or test as `cfg` says; return the monitored metric."""
     rerun_only_this_job()
+    check_config(cfg)
     if is_rank_zero():
         print_config_tree(cfg)
-        OmegaConf.save(cfg, Path(cfg.paths.output_dir) / "config_resolved.yaml", resolve=True)
+        OmegaConf.save(cfg, resolved_config_path(cfg), resolve=True)
     metrics = train(cfg)
     monitored = cfg.monitor.metric
     return metrics.get(f"best/{monitored}", metrics.get(monitored))
@@ -286,6 +485,34 @@ def latest_matching_run(overrides: list[str]) -> Path:
     )
 
 
+def resolved_config_path(cfg: DictConfig) -> Path:
+    """`config_resolved.yaml` of the run; a resumed run writes its own beside its Hydra files."""
+    from hydra.core.hydra_config import HydraConfig
+
+    output_dir = Path(cfg.paths.output_dir)
+    subdir = HydraConfig.get().output_subdir if HydraConfig.initialized() else None
+    if subdir and Path(subdir).name.startswith("resume-"):
+        return output_dir / subdir / "config_resolved.yaml"
+    return output_dir / "config_resolved.yaml"
+
+
+def keep_original_run_files(argv: list[str]) -> list[str]:
+    """Resuming in an existing run directory: Hydra's files go to .hydra/resume-N, not over the originals.
+
+    Hydra saves `.hydra/{config,hydra,overrides}.yaml` before the job starts, so the choice must be
+    made on the command line: `hydra.output_subdir=.hydra/resume-N` for the N-th resume.
+    """
+    options = dict(arg.partition("=")[::2] for arg in argv[1:] if "=" in arg)
+    run_dir, ckpt_path = options.get("hydra.run.dir", "").strip("'\""), options.get("ckpt_path")
+    if not run_dir or ckpt_path in (None, "", "null") or "hydra.output_subdir" in options:
+        return argv
+    hydra_dir = Path(run_dir) / ".hydra"
+    if not (hydra_dir / "overrides.yaml").is_file():
+        return argv
+    number = 1 + sum(1 for p in hydra_dir.glob("resume-*") if p.is_dir())
+    return [*argv, f"hydra.output_subdir=.hydra/resume-{number}"]
+
+
 if __name__ == "__main__":
     sys.argv = quote_numeric_choices(sys.argv)
     try:
@@ -293,4 +520,5 @@ if __name__ == "__main__":
     except VisionlabError as error:
         print_error(error)
         raise SystemExit(2) from None
+    sys.argv = keep_original_run_files(sys.argv)
     main()

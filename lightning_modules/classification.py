@@ -18,11 +18,12 @@ from torchvision.transforms import v2
 from callbacks.ema import ExponentialMovingAverage
 from callbacks.finetuning import BackboneFinetuning
 from datamodules.errors import ConfigError
+from lightning_modules.metrics import BalancedAccuracy
 from lightning_modules.supervised import SupervisedTask
 
 
 class ClassificationModule(SupervisedTask):
-    """Cross-entropy training with top-1, top-5 and macro accuracy per stage."""
+    """Cross-entropy training with top-1, top-5 and macro (balanced) accuracy per stage."""
 
     def __init__(
         self,
@@ -85,7 +86,7 @@ class ClassificationModule(SupervisedTask):
     def make_metrics(self) -> MetricCollection:
         metrics = {
             "acc": MulticlassAccuracy(self.num_classes, average="micro"),
-            "acc_macro": MulticlassAccuracy(self.num_classes, average="macro"),
+            "acc_macro": BalancedAccuracy(self.num_classes),  # scikit-learn's balanced accuracy
         }
         if self.num_classes > 5:
             metrics["acc_top5"] = MulticlassAccuracy(self.num_classes, top_k=5, average="micro")
@@ -98,7 +99,7 @@ class ClassificationModule(SupervisedTask):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.net(x)
         if logits.ndim != 2 or logits.shape[1] != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"The network returned shape {tuple(logits.shape)}, expected (batch, "
                 f"{self.num_classes}) logits: does model.num_classes match data.num_classes?"
             )

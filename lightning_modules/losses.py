@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datamodules.errors import ConfigError
+
 
 def dice_loss(
     logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255, smooth: float = 1.0
@@ -40,7 +42,7 @@ class SegmentationLoss(nn.Module):
     ) -> None:
         super().__init__()
         if ce_weight < 0 or dice_weight < 0 or ce_weight + dice_weight == 0:
-            raise ValueError(f"Loss weights ce_weight={ce_weight}, dice_weight={dice_weight}: both must "
+            raise ConfigError(f"Loss weights ce_weight={ce_weight}, dice_weight={dice_weight}: both must "
                              "be >= 0 and at least one > 0.")
         self.ce_weight = ce_weight
         self.dice_weight = dice_weight

@@ -125,7 +125,7 @@ def configure_optimization(
     module = parameters if isinstance(parameters, nn.Module) else None
     every = list(module.parameters() if module else parameters)
     if not any(p.requires_grad for p in every):
-        raise ValueError("The network has no trainable parameters: is the whole model frozen?")
+        raise ConfigError("The network has no trainable parameters: is the whole model frozen?")
     make_optimizer, group_options = split_group_options(optimizer)
     if group_options and module is not None:
         lr = getattr(make_optimizer, "keywords", {}).get("lr", _default_lr(make_optimizer))
@@ -198,7 +198,7 @@ def _with_total_steps(make_scheduler: Callable[..., Any], total_steps: int) -> C
     if keywords.get("total_steps") is not None:
         return make_scheduler
     if not math.isfinite(total_steps) or total_steps <= 0:
-        raise ValueError(
+        raise ConfigError(
             "This scheduler needs the total number of training steps; set trainer.max_epochs "
             "or trainer.max_steps to a finite value."
         )

@@ -11,6 +11,7 @@ from torch.optim import Optimizer
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
 
+from datamodules.errors import ConfigError
 from lightning_modules.losses import SegmentationLoss
 from lightning_modules.supervised import SupervisedTask
 
@@ -48,7 +49,7 @@ class SegmentationModule(SupervisedTask):
             class_weights = [float(w) for w in class_weights]
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         if class_weights is not None and len(class_weights) != num_classes:
-            raise ValueError(f"task.class_weights has {len(class_weights)} entries for "
+            raise ConfigError(f"task.class_weights has {len(class_weights)} entries for "
                              f"{num_classes} classes: give one weight per class.")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -71,7 +72,7 @@ class SegmentationModule(SupervisedTask):
         output = self.net(x)
         logits = main_logits(output)
         if logits.ndim != 4 or logits.shape[1] != self.num_classes or logits.shape[-2:] != x.shape[-2:]:
-            raise ValueError(
+            raise ConfigError(
                 f"The network returned logits of shape {tuple(logits.shape)} for images of shape "
                 f"{tuple(x.shape)}; expected (batch, {self.num_classes}, {x.shape[-2]}, "
                 f"{x.shape[-1]}): does model.num_classes match data.num_classes?"

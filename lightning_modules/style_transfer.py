@@ -15,6 +15,7 @@ import torch
 from torch.optim import Optimizer
 from torchvision.utils import save_image
 
+from datamodules.errors import ConfigError
 from datamodules.style_images import load_source
 from lightning_modules.nets.vgg_features import VGGFeatures
 from lightning_modules.optimization import split_group_options
@@ -63,7 +64,7 @@ class StyleTransferModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         if scheduler:
-            raise ValueError("task=style does not use a learning-rate schedule: set scheduler=none.")
+            raise ConfigError("task=style does not use a learning-rate schedule: set scheduler=none.")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.automatic_optimization = False
         net.capture([*content_layers, *style_layers])
@@ -74,7 +75,7 @@ class StyleTransferModule(pl.LightningModule):
         self.weights = {"content": content_weight, "style": style_weight, "tv": tv_weight}
         self.iterations = [iterations] * num_scales if isinstance(iterations, int) else list(iterations)
         if len(self.iterations) != num_scales:
-            raise ValueError(f"style.iterations needs one count per scale ({num_scales}), got {iterations}.")
+            raise ConfigError(f"style.iterations needs one count per scale ({num_scales}), got {iterations}.")
         self.num_scales = num_scales
         self.init = init
         self.preserve_colors = preserve_colors
@@ -128,7 +129,7 @@ class StyleTransferModule(pl.LightningModule):
         styles = sample["styles"]
         sizes = coarse_to_fine_sizes(max(content.shape[-2:]), self.num_scales)
         if sizes[0] < 32:
-            raise ValueError(
+            raise ConfigError(
                 f"The coarsest scale would be {sizes[0]} pixels; VGG needs 32. Lower "
                 "style.num_scales or raise data.image_size."
             )

@@ -11,8 +11,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.optim import Optimizer
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 
+from datamodules.errors import ConfigError
 from lightning_modules.optimization import configure_optimization
 
 STAGES = ("train", "val", "test")
@@ -31,7 +32,7 @@ class SupervisedTask(pl.LightningModule):
     ) -> None:
         super().__init__()
         if train_metrics_every_n_steps < 0:
-            raise ValueError(f"task.train_metrics_every_n_steps={train_metrics_every_n_steps}: use 1 "
+            raise ConfigError(f"task.train_metrics_every_n_steps={train_metrics_every_n_steps}: use 1 "
                              "(every training batch), N > 1 (every N-th batch) or 0 (none).")
         self.net = torch.compile(net) if compile else net
         self.optimizer = optimizer
@@ -62,6 +63,10 @@ class SupervisedTask(pl.LightningModule):
         """Create one metric collection per stage, registered so that Lightning moves and syncs them."""
         for stage in STAGES:
             setattr(self, f"{stage}_metrics", self.make_metrics().clone(prefix=f"{stage}/"))
+        # Evaluation losses as metrics: their sums and counts add up across processes, so the logged
+        # loss is the mean over samples however they were shared out (float64: exact to float32).
+        self.val_loss = MeanMetric().set_dtype(torch.float64)
+        self.test_loss = MeanMetric().set_dtype(torch.float64)
 
     def forward(self, x: torch.Tensor) -> Any:
         return self.net(x)
@@ -71,8 +76,13 @@ class SupervisedTask(pl.LightningModule):
         output = self(x)
         loss = self.compute_loss(output, y)
         preds = self.predictions(output)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, sync_dist=True,
-                 batch_size=x.shape[0], prog_bar=stage != "test")
+        if stage == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=True, sync_dist=True, batch_size=x.shape[0],
+                     prog_bar=True)
+        else:
+            mean_loss = getattr(self, f"{stage}_loss")
+            mean_loss.update(loss.detach(), weight=x.shape[0])
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage == "val")
         if stage != "train" or self._updates_train_metrics(batch_idx):
             metrics = getattr(self, f"{stage}_metrics")
             metrics.update(preds, self.metric_target(y))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from datamodules.errors import CheckpointError
 from lightning_modules.nets import torchvision_classifier
 from lightning_modules.nets.mnist_cnn import MNISTCNN
 from lightning_modules.nets.simple_cnn import SimpleCNN
@@ -60,7 +61,7 @@ def test_local_weights_file_is_loaded_before_the_head_is_replaced(tmp_path):
 
 
 def test_missing_local_weights_file_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(CheckpointError, match="nope.pth"):
         build_classifier("resnet18", num_classes=10, weights=str(tmp_path / "nope.pth"))
 
 

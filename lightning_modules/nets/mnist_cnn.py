@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from datamodules.errors import ConfigError
+
 
 class MNISTCNN(nn.Module):
     """conv3x3(32) - conv3x3(64) - maxpool - dropout - linear(128) - dropout - linear(classes)."""
@@ -16,7 +18,8 @@ class MNISTCNN(nn.Module):
         super().__init__()
         pooled = (image_size - 4) // 2
         if pooled < 1:
-            raise ValueError(f"MNISTCNN needs images of at least 6x6 pixels, got {image_size}.")
+            raise ConfigError(f"MNISTCNN needs images of at least 6x6 pixels, got "
+                              f"data.image_size={image_size}: raise it.")
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3), nn.ReLU(inplace=True),
             nn.Conv2d(32, 64, 3), nn.ReLU(inplace=True),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from datamodules.errors import ConfigError
+
 
 class SimpleCNN(nn.Module):
     """conv5x5(6) - pool - conv5x5(16) - pool - linear(120) - linear(84) - linear(classes)."""
@@ -13,7 +15,8 @@ class SimpleCNN(nn.Module):
         super().__init__()
         side = ((image_size - 4) // 2 - 4) // 2
         if side < 1:
-            raise ValueError(f"SimpleCNN needs images of at least 16x16 pixels, got {image_size}.")
+            raise ConfigError(f"SimpleCNN needs images of at least 16x16 pixels, got "
+                              f"data.image_size={image_size}: raise it.")
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 6, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Flatten(),

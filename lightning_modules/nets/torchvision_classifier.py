@@ -10,6 +10,8 @@ import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum
 
+from datamodules.errors import CheckpointError, ConfigError
+
 
 class TorchvisionClassifier(nn.Module):
     """A torchvision model with a new head; `freeze_backbone` trains only the head.
@@ -45,7 +47,7 @@ def build_classifier(
     """
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown torchvision model {name!r}. Choose model.name from: {', '.join(available)}"
         )
     if weights is not None and is_weights_file(weights):
@@ -75,7 +77,7 @@ def resolve_weights(name: str, weights: str) -> WeightsEnum:
         return torchvision.models.get_model_weights(name).verify(weights)
     except (KeyError, ValueError) as err:
         names = ["DEFAULT"] + [w.name for w in torchvision.models.get_model_weights(name)]
-        raise ValueError(
+        raise ConfigError(
             f"Unknown weights {weights!r} for {name}. Choose one of {names} or a local .pth file."
         ) from err
 
@@ -100,7 +102,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from a file: a plain one, or one inside a `state_dict`/`model` entry."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Weights file {path} does not exist.")
+        raise CheckpointError(f"Weights file {path} does not exist: check model.weights (a torchvision "
+                              "weights name or a .pth file).")
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -111,7 +114,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def _last_linear_name(model: nn.Module) -> str:
     names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not names:
-        raise ValueError(f"{type(model).__name__} has no linear classification head to replace.")
+        raise ConfigError(f"{type(model).__name__} has no linear classification head to replace.")
     return names[-1]
 
 

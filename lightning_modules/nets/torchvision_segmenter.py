@@ -8,6 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
+from datamodules.errors import CheckpointError, ConfigError
 from lightning_modules.nets.torchvision_classifier import (
     adapt_first_conv,
     get_model_or_explain,
@@ -35,7 +36,7 @@ def build_segmenter(
     """
     available = torchvision.models.list_models(module=torchvision.models.segmentation)
     if name not in available:
-        raise ValueError(f"Unknown torchvision segmentation model {name!r}. Choose model.name from: "
+        raise ConfigError(f"Unknown torchvision segmentation model {name!r}. Choose model.name from: "
                          f"{', '.join(available)}")
     has_aux = not name.startswith("lraspp")
     options = {"aux_loss": True} if has_aux else {}
@@ -73,7 +74,7 @@ def backbone_name(name: str) -> str:
 def _classes_in(state: dict[str, torch.Tensor]) -> int:
     convs = [value for key, value in state.items() if key.startswith("classifier.") and value.ndim == 4]
     if not convs:
-        raise ValueError("The weights file holds no `classifier.*` convolution: is it a torchvision "
+        raise CheckpointError("The weights file holds no `classifier.*` convolution: is it a torchvision "
                          "segmentation model's state dict? (use model.weights_backbone for a backbone)")
     return convs[-1].shape[0]
 
@@ -99,7 +100,7 @@ def load_backbone(backbone: nn.Module, path: str | Path) -> None:
     expected = backbone.state_dict()
     missing = [key for key in expected if key not in state or state[key].shape != expected[key].shape]
     if missing:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} does not fit this backbone: {len(missing)} tensors missing or of another shape "
             f"({', '.join(missing[:4])}, ...). model.weights_backbone takes the state dict of the "
             "classification model the segmenter is built on (e.g. resnet50 for deeplabv3_resnet50)."

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datamodules.errors import ConfigError
+
 
 def double_conv(in_channels: int, out_channels: int, batch_norm: bool = True) -> nn.Sequential:
     """(3x3 conv, [batch norm], ReLU) twice, keeping the spatial size."""
@@ -52,7 +54,7 @@ class UNet(nn.Module):
     ) -> None:
         super().__init__()
         if depth < 1:
-            raise ValueError(f"UNet depth must be at least 1, got {depth}.")
+            raise ConfigError(f"model.depth={depth}: a UNet needs a depth of at least 1 (model.depth=4).")
         widths = [base_width * 2**i for i in range(depth + 1)]
         self.depth = depth
         self.inc = double_conv(in_channels, widths[0], batch_norm)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
+from datamodules.errors import ConfigError
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lightning_modules.nets.torchvision_classifier import (
     get_model_or_explain,
@@ -79,7 +80,7 @@ class VGGFeatures(nn.Module):
                  layers: list[str] | None = None) -> None:
         super().__init__()
         if pooling not in ("max", "avg"):
-            raise ValueError(f"model.pooling must be 'max' or 'avg', not {pooling!r}.")
+            raise ConfigError(f"model.pooling must be 'max' or 'avg', not {pooling!r}.")
         features = load_vgg19_features(weights)
         self.all_names = vgg_layer_names(features)
         stack = []
@@ -100,7 +101,7 @@ class VGGFeatures(nn.Module):
         """Return these layers from now on, and drop every layer deeper than the deepest of them."""
         unknown = [layer for layer in layers if layer not in self.all_names[: len(self.features)]]
         if unknown:
-            raise ValueError(f"Unknown VGG19 layer(s) {unknown}. Valid names: {', '.join(self.all_names)}")
+            raise ConfigError(f"Unknown VGG19 layer(s) {unknown}. Valid names: {', '.join(self.all_names)}")
         deepest = max(self.all_names.index(layer) for layer in layers)
         if deepest + 1 < len(self.features):
             self.features = self.features[: deepest + 1]

@@ -1,0 +1,37 @@
+"""A checkpoint where a SIGTERM stopped training (a scheduler's time limit, `kill`), and how to resume."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+
+class CheckpointOnSIGTERM(pl.Callback):
+    """Saves `<checkpoints>/stopped.ckpt` where SIGTERM stopped fitting and prints the resume command.
+
+    Lightning stops at the end of the batch in progress when it receives SIGTERM; without this the
+    steps since the last end-of-epoch checkpoint would be lost. The file is not named `last*`, so
+    `ckpt_path=last` still resumes from the end of the last complete epoch (which, unlike a
+    mid-epoch checkpoint, repeats an uninterrupted run exactly). `resume_command` is the command line
+    that resumes the run, without its `ckpt_path`.
+    """
+
+    def __init__(self, checkpoint_dir: str | Path, resume_command: str) -> None:
+        self.path = Path(checkpoint_dir) / "stopped.ckpt"
+        self.resume_command = resume_command
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        trainer.save_checkpoint(self.path)
+        if trainer.is_global_zero:
+            print(f"Stopped by SIGTERM at epoch {trainer.current_epoch}, step {trainer.global_step}; saved "
+                  f"{self.path}. Resume with:\n  {self.resume_command} "
+                  f"ckpt_path={shlex.quote(str(self.path))}", file=sys.stderr, flush=True)
