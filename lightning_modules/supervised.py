@@ -130,7 +130,9 @@ class SupervisedTask(pl.LightningModule):
         return repeated
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer if self.lr is None else partial(self.optimizer, lr=self.lr)
+        optimizer = self.optimizer
+        if self.lr is not None:  # the LR finder may have changed it; one flat partial keeps group keys
+            optimizer = partial(optimizer.func, *optimizer.args, **{**optimizer.keywords, "lr": self.lr})
         total_steps = self.trainer.estimated_stepping_batches
         batches = self.trainer.num_training_batches
         steps_per_epoch = (math.ceil(batches / self.trainer.accumulate_grad_batches)

@@ -26,7 +26,8 @@ def test_the_task_builds_its_optimizer_with_its_lr_attribute(make_config):
     module = instantiate(cfg.task, net=torch.nn.Linear(4, 10), optimizer=instantiate(cfg.optimizer))
     assert module.lr == 0.05 and isinstance(module.optimizer, partial)
     module.lr = 0.2  # what the finder does
-    module.trainer = type("FakeTrainer", (), {"estimated_stepping_batches": 10})()
+    module.trainer = type("FakeTrainer", (), {"estimated_stepping_batches": 10, "num_training_batches": 10,
+                                              "accumulate_grad_batches": 1})()
     assert module.configure_optimizers()["optimizer"].param_groups[0]["lr"] == 0.2
 
 

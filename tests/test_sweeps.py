@@ -108,7 +108,7 @@ def test_a_sweep_with_failed_jobs_runs_them_all_writes_its_summary_and_exits_non
     rows = {(row["train"], row["data.val_fraction"]): row for row in summary_rows(sweep_dir)}
     assert rows["True", "0.1"]["status"] == "done" and float(rows["True", "0.1"]["test/acc"]) >= 0
     assert rows["True", "2.0"]["status"] == "failed"
-    assert rows["True", "2.0"]["error"].startswith("InvalidParameterError: The 'test_size' parameter")
+    assert rows["True", "2.0"]["error"].startswith("DataError: data.val_fraction=2.0 holds out")
     for key in (("False", "0.1"), ("False", "2.0")):
         assert rows[key]["status"] == "failed"
         assert rows[key]["error"] == ("ConfigError: train=false evaluates a checkpoint: "
