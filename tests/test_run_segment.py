@@ -62,7 +62,7 @@ def test_issue_commands_compose_as_written(make_config, tmp_path):
 
 def test_dice_and_cross_entropy_together_with_the_tensorboard_overlays(make_config, tmp_path):
     overrides = [*overrides_for("digit_scenes", tmp_path), "model=unet", *TINY_UNET,
-                 "task.dice_weight=1.0", "task.class_weights=[0.5,1,1,1,1,1,1,1,1,1,1]"]
+                 "task.losses={ce:1.0,dice:1.0}", "task.class_weights=[0.5,1,1,1,1,1,1,1,1,1,1]"]
     metrics = run.train(make_config(*overrides))
     assert metrics["test/loss"] > 0
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
