@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from callbacks.class_iou import iou_from_confusion
+from callbacks.class_iou import class_scores, iou_from_confusion, score_rows, summary
 from datamodules.errors import ConfigError
 from lightning_modules.losses import SegmentationLoss
 from lightning_modules.segmentation import SegmentationModule
@@ -166,6 +166,33 @@ def test_per_class_iou_from_confusion_is_nan_for_absent_classes():
     iou = iou_from_confusion(confusion)
     assert iou[:2].tolist() == pytest.approx([3 / 4, 3 / 4])
     assert torch.isnan(iou[2])
+
+
+# rows: true class, columns: predicted. Class 2 is predicted once but never true; class 3 absent.
+CONFUSION = torch.tensor([[5, 1, 0, 0], [2, 3, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+
+
+def test_per_class_iou_accuracy_and_dice_by_hand():
+    scores = class_scores(CONFUSION)
+    assert scores["IoU"][:3].tolist() == pytest.approx([5 / 8, 3 / 7, 0.0])
+    assert scores["Acc"][:2].tolist() == pytest.approx([5 / 6, 3 / 6])
+    assert scores["Dice"][:3].tolist() == pytest.approx([10 / 13, 6 / 10, 0.0])
+    assert torch.isnan(scores["Acc"][2])  # no ground truth: accuracy undefined, as in MMSegmentation
+    assert all(torch.isnan(scores[name][3]) for name in ("IoU", "Acc", "Dice"))
+
+
+def test_summary_matches_mmsegmentations_definitions():
+    values = summary(CONFUSION)
+    assert values["aAcc"] == pytest.approx(8 / 12)
+    assert values["mIoU"] == pytest.approx((5 / 8 + 3 / 7 + 0) / 3)  # predicted-only class counts as 0
+    assert values["mAcc"] == pytest.approx((5 / 6 + 3 / 6) / 2)
+    assert values["mDice"] == pytest.approx((10 / 13 + 6 / 10 + 0) / 3)
+
+
+def test_score_rows_print_percentages_and_mark_undefined_scores():
+    rows = score_rows(["a", "b", "c", "d"], CONFUSION)
+    assert rows[0] == ("a", "62.50", "83.33", "76.92", "6")
+    assert rows[2] == ("c", "0.00", "-", "0.00", "0")
 
 
 def test_network_with_the_wrong_class_count_is_reported():
