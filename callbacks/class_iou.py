@@ -56,8 +56,8 @@ def _percent(value: float) -> str:
 
 
 class ClassIoULogger(ConfusionMatrixLogger):
-    """Logs `<stage>_per_class/{iou,acc,dice}_<class>`; at test end prints a rich table (per class,
-    then aAcc, mIoU, mAcc, mDice in %) and writes both to TensorBoard."""
+    """Logs `<stage>_per_class/{iou,acc,dice}_<class>` (IoU also to metrics.json); at test end prints
+    rich tables (per class, then aAcc, mIoU, mAcc, mDice in %) and writes them to TensorBoard."""
 
     def __init__(self, ignore_index: int = 255) -> None:
         super().__init__(ignore_index=ignore_index)
@@ -67,11 +67,18 @@ class ClassIoULogger(ConfusionMatrixLogger):
         if trainer.sanity_checking:
             return
         names = class_names(trainer, pl_module.num_classes)
-        for score, values in class_scores(confusion).items():
-            for name, value in zip(names, values.tolist(), strict=True):
-                if value == value:  # not NaN
-                    pl_module.log(f"{stage}_per_class/{score.lower()}_{name}", value, sync_dist=False)
-        if stage != "test" or not trainer.is_global_zero:
+        scores = class_scores(confusion)
+        for name, value in zip(names, scores["IoU"].tolist(), strict=True):
+            if value == value:  # not NaN: the class occurs in the target or the prediction
+                pl_module.log(f"{stage}_per_class/iou_{name}", value, sync_dist=False)
+        if not trainer.is_global_zero:
+            return
+        # accuracy and Dice go to the loggers only, keeping the console's metric table short
+        extra = {f"{stage}_per_class/{score.lower()}_{name}": value for score in ("Acc", "Dice")
+                 for name, value in zip(names, scores[score].tolist(), strict=True) if value == value}
+        for logger in trainer.loggers:
+            logger.log_metrics(extra, step=trainer.global_step)
+        if stage != "test":
             return
         rows = score_rows(names, confusion)
         means = {key: _percent(value) for key, value in summary(confusion).items()}

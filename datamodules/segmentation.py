@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from datamodules.base import VisionDataModule
+from datamodules.errors import ConfigError
 from datamodules.image_files import read_image
 from datamodules.transforms import segmentation_eval, segmentation_train
 
@@ -134,8 +135,12 @@ def held_out_split(pairs: Pairs, fraction: float, seed: int) -> dict[str, Pairs]
 class SegmentationDataModule(VisionDataModule):
     """Images and masks: random scale/flip/crop to train, full resolution (padded batches) to evaluate.
 
-    `image_size` is the training crop; `base_size` the side that `scale_range` multiplies.
+    `image_size` is the training crop; `base_size` the side that `scale_range` multiplies;
+    `cat_max_ratio` < 1 re-draws crops where one class has more than that share of the pixels.
+    `palette` (one RGB triple per class) colours the overlays; None: Pascal VOC's colour map.
     """
+
+    palette: Sequence[tuple[int, int, int]] | None = None
 
     def __init__(
         self,
@@ -146,10 +151,14 @@ class SegmentationDataModule(VisionDataModule):
         scale_range: Sequence[float] = (0.5, 2.0),
         hflip: bool = True,
         ignore_index: int = 255,
+        cat_max_ratio: float = 1.0,
         check_masks: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(num_classes, channels, image_size, **options)
+        if not 0.0 < cat_max_ratio <= 1.0:
+            raise ConfigError(f"data.cat_max_ratio={cat_max_ratio}: use a share in (0, 1]; 1 keeps any crop.")
+        self.cat_max_ratio = cat_max_ratio
         self.base_size = base_size
         self.scale_range = tuple(scale_range)
         self.hflip = hflip
@@ -160,7 +169,7 @@ class SegmentationDataModule(VisionDataModule):
         """Joint random scale, flip and crop (padding masks with the ignore index)."""
         mean, std = self.mean[: self.channels], self.std[: self.channels]
         return segmentation_train(self.image_size, self.base_size, mean, std, self.scale_range,
-                                  self.hflip, self.ignore_index)
+                                  self.hflip, self.ignore_index, self.cat_max_ratio)
 
     def eval_transform(self) -> Callable:
         """Normalisation only: evaluation is at full resolution."""

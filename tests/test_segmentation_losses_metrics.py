@@ -12,7 +12,7 @@ from torch import nn
 
 from callbacks.class_iou import class_scores, iou_from_confusion, score_rows, summary
 from datamodules.errors import ConfigError
-from lightning_modules.losses import SegmentationLoss
+from lightning_modules.losses import LOSSES, SegmentationLoss
 from lightning_modules.segmentation import SegmentationModule
 
 # Three pixels in a row: A (class 1, softmax [1/4, 3/4]), B (class 0, softmax [1/2, 1/2]), C ignored.
@@ -85,7 +85,7 @@ def test_soft_cross_entropy_matches_torch_label_smoothing_over_valid_pixels():
     assert loss_of({"soft_ce": 1.0}, options={"soft_ce": {"smooth_factor": 0.1}}) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("name", ["ce", "ohem_ce", "dice", "jaccard", "tversky", "focal", "lovasz", "soft_ce"])
+@pytest.mark.parametrize("name", list(LOSSES))
 def test_every_loss_ignores_what_the_network_says_on_ignored_pixels(name):
     loss = SegmentationLoss({name: 1.0}, ignore_index=255, options={"ohem_ce": {"min_kept": 1}})
     other = LOGITS.clone()
