@@ -115,7 +115,7 @@ def write_fake_cityscapes(root: Path, train: int = 4, val: int = 2, coarse: int 
 
 def write_fake_ade20k(root: Path, train: int = 4, val: int = 2) -> Path:
     """`<root>/ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png}`: grayscale
-    annotations with 0 (other, ignored) round blocks of classes 1..150."""
+    annotations with 0 (other, ignored) round blocks of classes 1..150. Returns `root` (data.root)."""
     ade = root / "ADEChallengeData2016"
     for split, prefix, count in (("training", "ADE_train", train), ("validation", "ADE_val", val)):
         for i in range(count):
@@ -124,4 +124,4 @@ def write_fake_ade20k(root: Path, train: int = 4, val: int = 2) -> Path:
             mask = block_mask(height, width, 151, seed=i, ignore_border=0, values=[1, 2 + i, 150])
             save_pair(ade / "images" / split / f"{name}.jpg", ade / "annotations" / split / f"{name}.png",
                       mask, palette_png=False)
-    return ade
+    return root

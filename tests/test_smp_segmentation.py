@@ -145,3 +145,23 @@ def test_segformer_mit_b0_on_ade20k_with_ce_and_lovasz(make_config, tmp_path):
                       f"data.root={root}", *SMALL_CROPS)
     metrics = run.train(cfg)
     assert 0.0 <= metrics["test/miou"] <= 1.0 and metrics["train/loss"] > 0
+
+
+@pytest.mark.parametrize("experiment, encoder, writer, published", [
+    ("cityscapes_deeplabv3plus_r50", "resnet50", write_fake_cityscapes, "79.83 mIoU"),
+    ("ade20k_segformer_b0", "mit_b0", write_fake_ade20k, "37.41 mIoU"),
+])
+def test_recipes_cite_their_target_and_build_on_imagenet_weights_from_the_cache(
+        experiment, encoder, writer, published, hub_cache, make_config, tmp_path):
+    text = (Path(__file__).parents[1] / "conf" / "experiment" / f"{experiment}.yaml").read_text()
+    assert published in text and "Not measured here" in text
+    state = place_hub_weights(encoder)
+    cfg = make_config(f"experiment={experiment}", f"data.root={writer(tmp_path / 'data')}")
+    assert cfg.task_name == "segment" and cfg.model.encoder_weights == "imagenet"
+    assert cfg.scheduler.scheduler._target_.endswith("optimization.poly") and cfg.data.cat_max_ratio == 0.75
+    net = instantiate(cfg.model)
+    name, value = next(iter(state.items()))
+    assert torch.equal(net.model.encoder.state_dict()[name], value)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    assert len(datamodule.classes) == cfg.model.num_classes == cfg.data.num_classes
