@@ -20,6 +20,7 @@ from datamodules.errors import CheckpointError, ConfigError
 from lightning_modules.nets.smp_segmenter import PaddedSegmenter, build_smp, hub_weights_dir
 from lightning_modules.optimization import poly
 from tests.fakes import write_fake_ade20k, write_fake_cityscapes
+from tests.test_run_segment import HELD_OUT_MIOU_THRESHOLD
 
 SMALL_CROPS = ["data.image_size=64", "data.base_size=64", "data.batch_size=2", "data.num_workers=0"]
 
@@ -165,3 +166,16 @@ def test_recipes_cite_their_target_and_build_on_imagenet_weights_from_the_cache(
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     assert len(datamodule.classes) == cfg.model.num_classes == cfg.data.num_classes
+
+
+@pytest.mark.slow
+def test_smp_unet_resnet18_learns_held_out_digit_scenes_as_well_as_the_from_scratch_unet(make_config):
+    cfg = make_config(
+        "task=segment", "data=digit_scenes", "model=smp", "model.arch=Unet", "model.encoder=resnet18",
+        "task.class_weights=[0.2,1,1,1,1,1,1,1,1,1,1]", "optimizer.lr=3e-3", "scheduler=onecycle",
+        "trainer.max_epochs=4", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+        "~callbacks.rich_progress_bar", "~callbacks.rich_model_summary", "logger=none", fast=False,
+    )
+    assert cfg.model.encoder_weights is None  # random encoder: nothing pretrained helps
+    metrics = run.train(cfg)
+    assert metrics["test/miou"] >= HELD_OUT_MIOU_THRESHOLD
