@@ -97,7 +97,7 @@ def write_fake_seg_folder(root: Path, num_classes: int = 3, train: int = 6, test
     return root
 
 
-def write_fake_cityscapes(root: Path, train: int = 4, val: int = 2, coarse: int = 0) -> Path:
+def write_fake_cityscapes(root: Path, train: int = 2, val: int = 2, coarse: int = 0) -> Path:
     """`<root>/leftImg8bit/<split>/<city>/*_leftImg8bit.png` with `gtFine/.../*_gtFine_labelIds.png`
     (labelIds: road 7, sidewalk 8, car 26, ..., unlabeled 0 round the blocks); `coarse` images of
     train_extra with `gtCoarse/train_extra/.../*_gtCoarse_labelIds.png`."""
@@ -113,7 +113,7 @@ def write_fake_cityscapes(root: Path, train: int = 4, val: int = 2, coarse: int 
     return root
 
 
-def write_fake_ade20k(root: Path, train: int = 4, val: int = 2) -> Path:
+def write_fake_ade20k(root: Path, train: int = 2, val: int = 2) -> Path:
     """`<root>/ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png}`: grayscale
     annotations with 0 (other, ignored) round blocks of classes 1..150. Returns `root` (data.root)."""
     ade = root / "ADEChallengeData2016"
