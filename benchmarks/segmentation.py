@@ -1,6 +1,7 @@
 """Training throughput of segmentation: run.py's composed Lightning run against a hand-written loop.
 
     python benchmarks/segmentation.py [--quick] [--repeats 5] [--size 256] [--batch-size 8] [--set K=V ...]
+    python benchmarks/segmentation.py --models unet_resnet34 segformer_mit_b0   # smp models (random encoders)
 
 Both sides train the same network on the same digit-scene batches (upscaled to --size) with the
 same Adam optimizer and loss; the Lightning side adds everything run.py composes (Trainer,
@@ -46,7 +47,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     """Measure both sides for each model; print and return the table rows."""
 
     def extra(parser):
-        parser.add_argument("--models", nargs="+", default=["unet", "deeplabv3_resnet50"])
+        parser.add_argument("--models", nargs="+", metavar="MODEL_CONFIG",
+                            default=["unet", "deeplabv3_resnet50", "unet_resnet34", "deeplabv3plus_resnet50",
+                                     "segformer_mit_b0"],
+                            help="conf/model options, e.g. smp's unet_resnet34 or segformer_mit_b0")
         parser.add_argument("--size", type=int, default=256)
         parser.add_argument("--batch-size", type=int, default=8)
         parser.add_argument("--steps", type=int, default=30)

@@ -21,6 +21,14 @@ def voc_palette(num_classes: int) -> torch.Tensor:
     return colours
 
 
+def dataset_palette(datamodule: object, num_classes: int) -> torch.Tensor:
+    """The datamodule's own class colours (Cityscapes, ADE20K), or else Pascal VOC's colour map."""
+    palette = getattr(datamodule, "palette", None)
+    if palette is not None and len(palette) == num_classes:
+        return torch.tensor(palette, dtype=torch.uint8)
+    return voc_palette(num_classes)
+
+
 def colourize(mask: torch.Tensor, palette: torch.Tensor, ignore_colour: int = 255) -> torch.Tensor:
     """(H, W) class indices -> (3, H, W) floats in [0, 1]; out-of-palette values (ignore) in white."""
     known = mask < len(palette)
@@ -44,7 +52,7 @@ class SegmentationOverlays(ValidationSampleFigure):
 
     def draw(self, trainer, pl_module, images, preds, targets) -> None:
         images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images[:, :3]
-        palette = voc_palette(pl_module.num_classes)
+        palette = dataset_palette(trainer.datamodule, pl_module.num_classes)
         panels = []
         for image, target, pred in zip(images, targets, preds, strict=True):
             panels += [image, overlay(image, target, palette, self.alpha),

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from datamodules.base import VisionDataModule
-from datamodules.errors import DataError, MissingDataError
+from datamodules.errors import ConfigError, DataError, MissingDataError
 from datamodules.image_files import DEFAULT_MAX_PIXELS, UnreadableImageError, listing, read_image, scan_images
 from datamodules.transforms import segmentation_eval, segmentation_train
 
@@ -188,7 +188,11 @@ class SegmentationDataModule(VisionDataModule):
 
     `image_size` is the training crop; `base_size` the side that `scale_range` multiplies;
     `photometric_distortion` jitters training images' colours after the joint geometry.
+    `cat_max_ratio` < 1 re-draws crops where one class has more than that share of the pixels.
+    `palette` (one RGB triple per class) colours the overlays; None: Pascal VOC's colour map.
     """
+
+    palette: Sequence[tuple[int, int, int]] | None = None
 
     def __init__(
         self,
@@ -199,6 +203,7 @@ class SegmentationDataModule(VisionDataModule):
         scale_range: Sequence[float] = (0.5, 2.0),
         hflip: bool = True,
         ignore_index: int = 255,
+        cat_max_ratio: float = 1.0,
         check_masks: bool = True,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         photometric_distortion: bool = False,
@@ -207,6 +212,9 @@ class SegmentationDataModule(VisionDataModule):
         super().__init__(num_classes, channels, image_size, **options)
         self.max_image_pixels = max_image_pixels
         self.photometric_distortion = photometric_distortion
+        if not 0.0 < cat_max_ratio <= 1.0:
+            raise ConfigError(f"data.cat_max_ratio={cat_max_ratio}: use a share in (0, 1]; 1 keeps any crop.")
+        self.cat_max_ratio = cat_max_ratio
         self.base_size = base_size
         self.scale_range = tuple(scale_range)
         self.hflip = hflip
@@ -217,7 +225,8 @@ class SegmentationDataModule(VisionDataModule):
         """Joint random scale, flip and crop (padding masks with the ignore index)."""
         mean, std = self.mean[: self.channels], self.std[: self.channels]
         return segmentation_train(self.image_size, self.base_size, mean, std, self.scale_range,
-                                  self.hflip, self.ignore_index, self.photometric_distortion)
+                                  self.hflip, self.ignore_index, cat_max_ratio=self.cat_max_ratio,
+                                  photometric_distortion=self.photometric_distortion)
 
     def eval_transform(self) -> Callable:
         """Normalisation only: evaluation is at full resolution."""

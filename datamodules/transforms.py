@@ -22,6 +22,42 @@ def resize_crop_train(
     ])
 
 
+class CatMaxRatioCrop(torch.nn.Module):
+    """Random `size` crop of an image and its mask (padded with 0 / `ignore_index` when smaller), drawn
+    again, up to `attempts` times, while one class fills more than `cat_max_ratio` of its labelled pixels.
+
+    MMSegmentation's `RandomCrop(cat_max_ratio=...)`; with `cat_max_ratio=1` any crop is kept.
+    """
+
+    def __init__(self, size: int, cat_max_ratio: float = 1.0, ignore_index: int = 255,
+                 attempts: int = 10) -> None:
+        super().__init__()
+        self.size = size
+        self.cat_max_ratio = cat_max_ratio
+        self.ignore_index = ignore_index
+        self.attempts = attempts
+
+    def forward(self, image: tv_tensors.Image, mask: tv_tensors.Mask) -> tuple[torch.Tensor, torch.Tensor]:
+        pad = [0, 0, max(0, self.size - image.shape[-1]), max(0, self.size - image.shape[-2])]
+        image = v2.functional.pad(image, pad, fill=0)
+        mask = v2.functional.pad(mask, pad, fill=self.ignore_index)
+        height, width = image.shape[-2:]
+        for _ in range(self.attempts):
+            top = int(torch.randint(height - self.size + 1, ()))
+            left = int(torch.randint(width - self.size + 1, ()))
+            if self.acceptable(mask[..., top:top + self.size, left:left + self.size]):
+                break
+        return (v2.functional.crop(image, top, left, self.size, self.size),
+                v2.functional.crop(mask, top, left, self.size, self.size))
+
+    def acceptable(self, mask: torch.Tensor) -> bool:
+        """Whether no class takes more than `cat_max_ratio` of the crop's labelled pixels (and not alone)."""
+        if self.cat_max_ratio >= 1.0:
+            return True
+        counts = torch.unique(mask[mask != self.ignore_index], return_counts=True)[1]
+        return len(counts) > 1 and counts.max().item() / counts.sum().item() < self.cat_max_ratio
+
+
 def segmentation_train(
     crop_size: int,
     base_size: int,
@@ -31,20 +67,21 @@ def segmentation_train(
     hflip: bool = True,
     ignore_index: int = 255,
     photometric_distortion: bool = False,
+    cat_max_ratio: float = 1.0,
 ) -> v2.Compose:
     """torchvision's segmentation reference: random scale, flip, crop padded with `ignore_index`.
 
     Takes a `tv_tensors.Image` and a `tv_tensors.Mask` together: both get the same geometry,
-    and v2 resizes masks with nearest interpolation so class indices stay class indices.
+    and v2 resizes masks with nearest interpolation so class indices stay class indices. The
+    shorter side is resized to `base_size` x U(`scale_range`).
+    `cat_max_ratio` < 1 re-draws crops that one class dominates (MMSegmentation's recipe: 0.75);
     `photometric_distortion` then jitters the image's colours (`photometric_distortion()`).
     """
     low, high = (int(round(s * base_size)) for s in scale_range)
     steps = [v2.RandomResize(low, max(high, low + 1), antialias=True)]
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
-    steps += [
-        v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Mask: ignore_index, "others": 0}),
-    ]
+    steps.append(CatMaxRatioCrop(crop_size, cat_max_ratio, ignore_index))
     if photometric_distortion:
         steps.append(photometric_jitter())
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]

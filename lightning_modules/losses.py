@@ -1,62 +1,162 @@
-"""Segmentation losses as pure functions of (logits, target): cross-entropy, Dice and their weighted sum."""
+"""Segmentation losses: a weighted sum of smp's losses, cross-entropy and OHEM cross-entropy.
+
+Every loss takes (logits (N, C, H, W), target (N, H, W)) and leaves `ignore_index` pixels out.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from segmentation_models_pytorch import losses as smp_losses
 from torch import nn
 
 from datamodules.errors import ConfigError
 
 
-def dice_loss(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255, smooth: float = 1.0
-) -> torch.Tensor:
-    """1 - mean over classes of (2|P∩G| + s) / (|P| + |G| + s), with softmax P, one-hot G.
+class CrossEntropy(nn.Module):
+    """torch's cross-entropy: mean over non-ignored pixels, each weighted by its true class's weight."""
 
-    `logits` is (N, C, H, W), `target` (N, H, W); pixels equal to `ignore_index` count for nothing.
+    def __init__(self, ignore_index: int, class_weights: torch.Tensor | None = None,
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        self.register_buffer("class_weights", class_weights, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index,
+                               label_smoothing=self.label_smoothing)
+
+
+class OhemCrossEntropy(CrossEntropy):
+    """Online hard example mining: cross-entropy over the pixels whose true-class probability is
+    below `threshold`, and at least the `min_kept` (per image) least confident ones.
+
+    The pixel selection is MMSegmentation's `OHEMPixelSampler`; the loss is the (class-weighted)
+    mean over the kept pixels, as in HRNet's `OhemCrossEntropy`.
     """
-    num_classes = logits.shape[1]
-    valid = target != ignore_index
-    probs = logits.float().softmax(dim=1) * valid.unsqueeze(1)
-    one_hot = F.one_hot(torch.where(valid, target, 0), num_classes).permute(0, 3, 1, 2)
-    one_hot = one_hot * valid.unsqueeze(1)
-    dims = (0, 2, 3)
-    intersection = (probs * one_hot).sum(dims)
-    cardinality = probs.sum(dims) + one_hot.sum(dims)
-    return 1.0 - ((2.0 * intersection + smooth) / (cardinality + smooth)).mean()
+
+    def __init__(self, ignore_index: int, class_weights: torch.Tensor | None = None,
+                 threshold: float = 0.7, min_kept: int = 100_000) -> None:
+        super().__init__(ignore_index, class_weights)
+        if not 0.0 < threshold <= 1.0 or min_kept < 0:
+            raise ConfigError(f"task.loss_options.ohem_ce: threshold={threshold} must be in (0, 1] and "
+                              f"min_kept={min_kept} >= 0.")
+        self.threshold = threshold
+        self.min_kept = min_kept
+
+    def kept_pixels(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The (N, H, W) mask of pixels the loss keeps."""
+        with torch.no_grad():
+            valid = target != self.ignore_index
+            safe_target = torch.where(valid, target, 0).unsqueeze(1)
+            true_prob = logits.softmax(dim=1).gather(1, safe_target).squeeze(1)
+            valid_probs = true_prob[valid].sort().values
+            threshold = torch.tensor(self.threshold, device=logits.device, dtype=true_prob.dtype)
+            if valid_probs.numel() > 0:
+                kth = valid_probs[min(self.min_kept * target.shape[0], valid_probs.numel() - 1)]
+                threshold = torch.maximum(threshold, kth)
+            return valid & (true_prob < threshold)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        kept = torch.where(self.kept_pixels(logits, target), target, self.ignore_index)
+        return super().forward(logits, kept)
+
+
+def _smp(loss_class: type[nn.Module], takes_class_weights: bool) -> Callable[..., nn.Module]:
+    def build(ignore_index: int, class_weights: torch.Tensor | None, **options: Any) -> nn.Module:
+        if takes_class_weights and class_weights is not None:
+            options["class_weights"] = class_weights.tolist()
+        return loss_class(mode=smp_losses.MULTICLASS_MODE, ignore_index=ignore_index, **options)
+
+    return build
+
+
+class SoftCrossEntropy(smp_losses.SoftCrossEntropyLoss):
+    """smp's label-smoothed cross-entropy, averaged over the non-ignored pixels only.
+
+    smp divides by every pixel, ignored ones included, so padding would shrink the loss.
+    """
+
+    def __init__(self, ignore_index: int, smooth_factor: float = 0.1) -> None:
+        super().__init__(smooth_factor=smooth_factor, ignore_index=ignore_index)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        valid = (target != self.ignore_index).sum().clamp_min(1)
+        return super().forward(logits, target) * (target.numel() / valid)
+
+
+def _soft_ce(ignore_index: int, class_weights: torch.Tensor | None, **options: Any) -> nn.Module:
+    return SoftCrossEntropy(ignore_index=ignore_index, **options)
+
+
+def _ce(ignore_index: int, class_weights: torch.Tensor | None, **options: Any) -> nn.Module:
+    return CrossEntropy(ignore_index, class_weights, **options)
+
+
+def _ohem_ce(ignore_index: int, class_weights: torch.Tensor | None, **options: Any) -> nn.Module:
+    return OhemCrossEntropy(ignore_index, class_weights, **options)
+
+
+# name -> builder(ignore_index, class_weights, **options); class weights reach the losses that take them.
+LOSSES: dict[str, Callable[..., nn.Module]] = {
+    "ce": _ce,
+    "ohem_ce": _ohem_ce,
+    "dice": _smp(smp_losses.DiceLoss, takes_class_weights=True),
+    "jaccard": _smp(smp_losses.JaccardLoss, takes_class_weights=True),
+    "tversky": _smp(smp_losses.TverskyLoss, takes_class_weights=True),
+    "focal": _smp(smp_losses.FocalLoss, takes_class_weights=True),
+    "lovasz": _smp(smp_losses.LovaszLoss, takes_class_weights=False),
+    "soft_ce": _soft_ce,
+}
+CLASS_WEIGHTED = ("ce", "ohem_ce", "dice", "jaccard", "tversky", "focal")
 
 
 class SegmentationLoss(nn.Module):
-    """`ce_weight` x cross-entropy (optionally class-weighted) + `dice_weight` x Dice loss."""
+    """Weighted sum of named losses, e.g. `{"ce": 1.0, "dice": 0.5}`; see `LOSSES` for the names.
+
+    `options[name]` are keyword arguments of that loss (smp's, or `threshold`/`min_kept` of
+    `ohem_ce`, `label_smoothing` of `ce`); `class_weights` weight the losses in `CLASS_WEIGHTED`.
+    """
 
     def __init__(
         self,
-        ce_weight: float = 1.0,
-        dice_weight: float = 0.0,
-        class_weights: Sequence[float] | None = None,
+        losses: Mapping[str, float],
         ignore_index: int = 255,
-        dice_smooth: float = 1.0,
+        class_weights: Sequence[float] | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
-        if ce_weight < 0 or dice_weight < 0 or ce_weight + dice_weight == 0:
-            raise ConfigError(f"Loss weights ce_weight={ce_weight}, dice_weight={dice_weight}: both must "
-                             "be >= 0 and at least one > 0.")
-        self.ce_weight = ce_weight
-        self.dice_weight = dice_weight
-        self.ignore_index = ignore_index
-        self.dice_smooth = dice_smooth
-        weights = torch.tensor(list(class_weights), dtype=torch.float32) if class_weights else None
-        self.register_buffer("class_weights", weights, persistent=False)
+        check_loss_weights(losses)
+        options = options or {}
+        weights = torch.tensor([float(w) for w in class_weights]) if class_weights is not None else None
+        self.weights = {name: float(weight) for name, weight in losses.items() if weight}
+        self.terms = nn.ModuleDict({
+            name: _build(name, ignore_index, weights, dict(options.get(name) or {})) for name in self.weights
+        })
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = logits.new_zeros((), dtype=torch.float32)
-        if self.ce_weight:
-            weight = None if self.class_weights is None else self.class_weights.to(logits.dtype)
-            loss = loss + self.ce_weight * F.cross_entropy(
-                logits, target, weight=weight, ignore_index=self.ignore_index)
-        if self.dice_weight:
-            loss = loss + self.dice_weight * dice_loss(logits, target, self.ignore_index, self.dice_smooth)
-        return loss
+        logits = logits.float()  # smp's losses take softmax of the logits: not in float16
+        return sum(weight * self.terms[name](logits, target) for name, weight in self.weights.items())
+
+
+def _build(name: str, ignore_index: int, class_weights: torch.Tensor | None,
+           options: dict[str, Any]) -> nn.Module:
+    try:
+        return LOSSES[name](ignore_index, class_weights, **options)
+    except TypeError as err:
+        raise ConfigError(f"task.loss_options.{name}: {err}. The options are the keyword arguments of "
+                          f"that loss.") from err
+
+
+def check_loss_weights(losses: Mapping[str, float]) -> None:
+    """Raise a ConfigError unless `losses` names known losses with weights >= 0, at least one > 0."""
+    unknown = [name for name in losses if name not in LOSSES]
+    if unknown:
+        raise ConfigError(f"Unknown loss(es) {unknown} in task.losses. Choose from {list(LOSSES)}, e.g. "
+                          "task.losses='{ce:1.0,dice:0.5}'.")
+    if any(float(w) < 0 for w in losses.values()) or not any(float(w) > 0 for w in losses.values()):
+        raise ConfigError(f"task.losses={dict(losses)}: weights must be >= 0, at least one of them > 0.")

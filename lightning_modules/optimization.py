@@ -105,6 +105,19 @@ def parameter_groups(
     return result
 
 
+def poly(optimizer: Optimizer, total_steps: int, power: float = 0.9, min_factor: float = 0.0) -> LambdaLR:
+    """Polynomial decay per step: lr x ((1 - step / total_steps) ** power), down to lr x `min_factor`.
+
+    MMSegmentation's `PolyLR` with `eta_min` = lr x `min_factor`.
+    """
+
+    def factor(step: int) -> float:
+        progress = min(1.0, step / max(1, total_steps))
+        return min_factor + (1.0 - min_factor) * (1.0 - progress) ** power
+
+    return LambdaLR(optimizer, factor)
+
+
 def configure_optimization(
     parameters: nn.Module | Iterable[nn.Parameter],
     optimizer: Callable[..., Optimizer],

@@ -24,7 +24,7 @@ def main_logits(output: Output) -> torch.Tensor:
 
 
 class SegmentationModule(SupervisedTask):
-    """Cross-entropy and/or Dice per pixel (plus the auxiliary head's loss); mIoU, pixel accuracy, Dice.
+    """A weighted sum of per-pixel losses (plus the auxiliary head's); mIoU, pixel accuracy, Dice.
 
     Metrics accumulate a confusion over the whole dataset of each stage; `ignore_index` pixels
     count nowhere, and classes absent from both target and prediction are left out of the means.
@@ -37,15 +37,18 @@ class SegmentationModule(SupervisedTask):
         optimizer: Callable[..., Optimizer],
         scheduler: dict[str, Any] | None = None,
         ignore_index: int = 255,
-        ce_weight: float = 1.0,
-        dice_weight: float = 0.0,
+        losses: Mapping[str, float] | None = None,
+        loss_options: Mapping[str, Mapping[str, Any]] | None = None,
         class_weights: Sequence[float] | None = None,
         aux_weight: float = 0.5,
         compile: bool = False,
         train_metrics_every_n_steps: int = 1,
     ) -> None:
         super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_steps)
-        if class_weights is not None:  # a plain list, which checkpoints can store and load safely
+        # plain containers, which checkpoints can store and load safely
+        losses = {str(name): float(weight) for name, weight in (losses or {"ce": 1.0}).items()}
+        loss_options = {str(name): dict(options or {}) for name, options in (loss_options or {}).items()}
+        if class_weights is not None:
             class_weights = [float(w) for w in class_weights]
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         if class_weights is not None and len(class_weights) != num_classes:
@@ -54,7 +57,7 @@ class SegmentationModule(SupervisedTask):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.aux_weight = aux_weight
-        self.loss = SegmentationLoss(ce_weight, dice_weight, class_weights, ignore_index)
+        self.loss = SegmentationLoss(losses, ignore_index, class_weights, loss_options)
         self.setup_metrics()
 
     def make_metrics(self) -> MetricCollection:

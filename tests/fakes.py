@@ -95,3 +95,33 @@ def write_fake_seg_folder(root: Path, num_classes: int = 3, train: int = 6, test
             save_pair(root / split / "images" / f"img{i}.png", root / split / "masks" / f"img{i}.png",
                       mask, palette_png=False)
     return root
+
+
+def write_fake_cityscapes(root: Path, train: int = 2, val: int = 2, coarse: int = 0) -> Path:
+    """`<root>/leftImg8bit/<split>/<city>/*_leftImg8bit.png` with `gtFine/.../*_gtFine_labelIds.png`
+    (labelIds: road 7, sidewalk 8, car 26, ..., unlabeled 0 round the blocks); `coarse` images of
+    train_extra with `gtCoarse/train_extra/.../*_gtCoarse_labelIds.png`."""
+    splits = [("train", "aachen", "gtFine", train), ("val", "frankfurt", "gtFine", val),
+              ("train_extra", "augsburg", "gtCoarse", coarse)]
+    for split, city, folder, count in splits:
+        for i in range(count):
+            stem = f"{city}_{i:06d}_000019"
+            height, width = SIZES[i % len(SIZES)]
+            mask = block_mask(height, width, 34, seed=i, ignore_border=0, values=[7, 8 + i % 3, 26, 33])
+            save_pair(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                      root / folder / split / city / f"{stem}_{folder}_labelIds.png", mask, palette_png=False)
+    return root
+
+
+def write_fake_ade20k(root: Path, train: int = 2, val: int = 2) -> Path:
+    """`<root>/ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png}`: grayscale
+    annotations with 0 (other, ignored) round blocks of classes 1..150. Returns `root` (data.root)."""
+    ade = root / "ADEChallengeData2016"
+    for split, prefix, count in (("training", "ADE_train", train), ("validation", "ADE_val", val)):
+        for i in range(count):
+            name = f"{prefix}_{i + 1:08d}"
+            height, width = SIZES[i % len(SIZES)]
+            mask = block_mask(height, width, 151, seed=i, ignore_border=0, values=[1, 2 + i, 150])
+            save_pair(ade / "images" / split / f"{name}.jpg", ade / "annotations" / split / f"{name}.png",
+                      mask, palette_png=False)
+    return root

@@ -7,10 +7,13 @@ from typing import Any
 
 import torch
 import torchvision
+from safetensors.torch import load_file as load_safetensors
 from torch import nn
 from torchvision.models import WeightsEnum
 
 from datamodules.errors import CheckpointError, ConfigError
+
+WEIGHTS_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".safetensors"}
 
 
 class TorchvisionClassifier(nn.Module):
@@ -63,7 +66,7 @@ def build_classifier(
 
 def is_weights_file(weights: str) -> bool:
     """Whether a `weights` setting names a local file rather than torchvision weights."""
-    return Path(weights).suffix in {".pth", ".pt", ".ckpt", ".bin"} or Path(weights).exists()
+    return Path(weights).suffix in WEIGHTS_SUFFIXES or Path(weights).exists()
 
 
 def _get_model_with_weights(name: str, weights: str | None) -> nn.Module:
@@ -99,11 +102,13 @@ def get_model_or_explain(name: str, **kwargs: Any) -> nn.Module:
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from a file: a plain one, or one inside a `state_dict`/`model` entry."""
+    """Read a state dict from a file (torch or safetensors): plain, or inside a `state_dict`/`model` entry."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Weights file {path} does not exist: check model.weights (a torchvision "
                               "weights name or a .pth file).")
+    if path.suffix == ".safetensors":
+        return load_safetensors(path, device="cpu")
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
