@@ -157,7 +157,8 @@ def test_recipes_cite_their_target_and_build_on_imagenet_weights_from_the_cache(
     text = (Path(__file__).parents[1] / "conf" / "experiment" / f"{experiment}.yaml").read_text()
     assert published in text and "Not measured here" in text
     state = place_hub_weights(encoder)
-    cfg = make_config(f"experiment={experiment}", f"data.root={writer(tmp_path / 'data')}")
+    cfg = make_config(f"experiment={experiment}", f"data.root={writer(tmp_path / 'data')}",
+                      "data.batch_size=2")  # the fakes hold 2 training images
     assert cfg.task_name == "segment" and cfg.model.encoder_weights == "imagenet"
     assert cfg.scheduler.scheduler._target_.endswith("optimization.poly") and cfg.data.cat_max_ratio == 0.75
     net = instantiate(cfg.model)
