@@ -186,9 +186,16 @@ def main(cfg: DictConfig) -> float | None:
         return run(cfg)
     except BaseException as error:
         record_error(error, Path(cfg.paths.output_dir))
+        full_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"  # set by debug=anomaly, or the user
+        if full_traceback and isinstance(error, Exception):
+            import traceback
+
+            traceback.print_exc()
         if isinstance(error, VisionlabError):
             print_error(error)
             raise SystemExit(2) from None
+        if full_traceback and isinstance(error, Exception):
+            raise SystemExit(1) from None  # Hydra restores the environment, then would shorten it
         raise
 
 

@@ -14,15 +14,15 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from callbacks.multirun_summary import rank_rows, read_job, varying_keys
-from tests.conftest import CONF_DIR, FAST
+from tests.conftest import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["classify", "segment", "style"]
 
 
 def multirun(sweep_dir: Path, *overrides: str) -> None:
-    """`python run.py -m ...` with FAST settings, writing into `sweep_dir`."""
-    command = [sys.executable, "run.py", "-m", *FAST, *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    """`python run.py -m ...` with the debug=smoke preset, writing into `sweep_dir`."""
+    command = [sys.executable, "run.py", "-m", "debug=smoke", *overrides, f"hydra.sweep.dir={sweep_dir}"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
 
