@@ -38,7 +38,7 @@ def compose_config(overrides: list[str], output_dir: Path) -> Any:
 
 def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None,
                argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Arguments every benchmark takes: `--quick` (a smoke run) and `--repeats`."""
+    """Arguments every benchmark takes: `--quick` (a smoke run: tiny sizes, one repeat) and `--repeats`."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
     parser.add_argument("--repeats", type=int, default=5, help="measured repetitions (median)")
@@ -46,7 +46,7 @@ def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None
         extra(parser)
     args = parser.parse_args(argv)
     if args.quick:
-        args.repeats = min(args.repeats, 2)
+        args.repeats = 1
     return args
 
 

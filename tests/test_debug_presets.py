@@ -31,7 +31,7 @@ def test_every_debug_preset_composes_with_every_task_into_a_trainer(make_config,
         if task == "style":
             assert cfg.style.iterations == 3, "debug/task/smoke_style.yaml shortens the optimisation"
         else:
-            assert cfg.data.batch_size <= 8
+            assert cfg.data.batch_size <= 4
     if preset == "anomaly":
         assert trainer._detect_anomaly
 

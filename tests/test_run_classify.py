@@ -138,3 +138,4 @@ def test_help_lists_the_config_groups_quickly():
     for group in ("task:", "data:", "model:", "optimizer:", "scheduler:", "precision:", "strategy:",
                   "logger:", "callbacks:", "experiment:"):
         assert group in done.stdout
+    assert "hydra/launcher: basic, submitit_local, submitit_slurm" in done.stdout
