@@ -111,7 +111,7 @@ def print_config_choices(output_dir: Path) -> None:
     grid.add_column(overflow="fold")
     grid.add_row("groups", "  ".join(choices))
     grid.add_row("overrides", "  ".join(hydra_cfg.overrides.task) or "none")
-    grid.add_row("config", f"{output_dir / 'config_resolved.yaml'} (print_config=full prints it here)")
+    grid.add_row("config", f"{shown(output_dir / 'config_resolved.yaml')} (print_config=full prints it here)")
     rich.console.Console(width=console_width()).print(grid)
 
 

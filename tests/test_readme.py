@@ -11,8 +11,9 @@ What the README shows as a path of the reader's machine is mapped to a fixture b
 one entry per README token: `"token": lambda fx: "what runs instead"` (e.g. `data.root=<a fixture>`),
 or `"token": as_written("token", lambda fx: ...)` when the command can run as written once a fixture
 is where it looks (data/, photos/). The lambdas write the fixtures through `Fixtures`: fake datasets
-in their real on-disk format, photos, checkpoints made by an earlier README command. A new README command that uses a new placeholder needs one new
-line there; a path-like value that no entry maps fails its test, and so does any command that fails.
+in their real on-disk format, photos, checkpoints made by an earlier README command. A new README
+command with a new placeholder needs one new line there; a path-like value that no entry maps
+fails its test, and so does any command that fails.
 Two entries shrink a budget the README chose for a real run (trial and iteration counts); they say so.
 
 Pretrained weights (`model.weights=DEFAULT`, `weights_backbone=DEFAULT`, task=style's VGG19) come
