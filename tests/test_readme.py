@@ -15,6 +15,7 @@ in their real on-disk format, photos, checkpoints made by an earlier README comm
 command with a new placeholder needs one new line there; a path-like value that no entry maps
 fails its test, and so does any command that fails.
 Two entries shrink a budget the README chose for a real run (trial and iteration counts); they say so.
+Commands holding a SLOW token are marked `slow`: `pytest -m "not slow" tests/test_readme.py` runs the rest.
 
 Pretrained weights (`model.weights=DEFAULT`, `weights_backbone=DEFAULT`, task=style's VGG19) come
 from a fixture TORCH_HOME holding random-valued state dicts under the exact file names that
@@ -187,6 +188,10 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
 }
 # Tokens that need CUDA; the device count a command needs is trainer.devices x trainer.num_nodes.
 GPU_MARKERS = ("trainer.accelerator=gpu", "strategy=fsdp", "precision=16-mixed")
+# Commands that take tens of seconds even as smoke runs on 2 CPU cores: ImageNet-size networks at
+# 224 px, several processes, 512 px style transfer, and the benchmarks (whose --quick runs both sides).
+SLOW = ("model=resnet50", "experiment=mit67", "deeplabv3", "efficientnet", "trainer.devices=",
+        "data.image_size=512", "python benchmarks/")
 PATH_LIKE = re.compile(r"^(/|~|.*<|.*\.(jpg|jpeg|png|ckpt|pth|pt)$|.*/$)")
 
 
@@ -275,7 +280,15 @@ def test_the_readmes_show_commands_and_the_extraction_joins_continuations():
     assert not [c for c in commands if "\\" in c or "#" in c]
 
 
-@pytest.mark.parametrize("command", readme_commands(), ids=readme_commands())
+def parametrized(commands: list[str]) -> list[object]:
+    """One pytest parameter per command, id = the command, marked `slow` when it holds a SLOW token."""
+    def marks(command: str) -> list[pytest.MarkDecorator]:
+        return [pytest.mark.slow] if any(token in command for token in SLOW) else []
+
+    return [pytest.param(command, id=command, marks=marks(command)) for command in commands]
+
+
+@pytest.mark.parametrize("command", parametrized(readme_commands()))
 def test_readme_command_runs_as_written(fixtures: Fixtures, command: str) -> None:
     reason = skip_reason(command)
     if reason:
