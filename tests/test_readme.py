@@ -189,9 +189,10 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
 # Tokens that need CUDA; the device count a command needs is trainer.devices x trainer.num_nodes.
 GPU_MARKERS = ("trainer.accelerator=gpu", "strategy=fsdp", "precision=16-mixed")
 # Commands that take tens of seconds even as smoke runs on 2 CPU cores: ImageNet-size networks at
-# 224 px, several processes, 512 px style transfer, and the benchmarks (whose --quick runs both sides).
+# 224 px, several processes, a sweep of style jobs (each loads VGG19), 512 px style transfer, and the
+# benchmarks (whose --quick runs both sides).
 SLOW = ("model=resnet50", "experiment=mit67", "deeplabv3", "efficientnet", "trainer.devices=",
-        "data.image_size=512", "python benchmarks/")
+        "-m task=style", "data.image_size=512", "python benchmarks/")
 PATH_LIKE = re.compile(r"^(/|~|.*<|.*\.(jpg|jpeg|png|ckpt|pth|pt)$|.*/$)")
 
 
