@@ -217,9 +217,16 @@ def usable_callbacks(callbacks: list[Any], has_logger: bool, progress_bar: bool)
     ]
 
 
+def console_width() -> int:
+    """The terminal's width, or 80 columns when the output is not a terminal."""
+    import shutil
+
+    return shutil.get_terminal_size((80, 24)).columns
+
+
 def print_config_tree(cfg: DictConfig) -> None:
-    """Print the composed config as a rich tree, one branch per top-level key."""
-    import rich
+    """Print the composed config as a rich tree, one branch per top-level key, wrapped to fit."""
+    import rich.console
     import rich.syntax
     import rich.tree
 
@@ -227,8 +234,46 @@ def print_config_tree(cfg: DictConfig) -> None:
     for key, value in cfg.items():
         branch = tree.add(str(key), style="bold cyan")
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
-        branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
-    rich.print(tree)
+        branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
+    rich.console.Console(width=console_width()).print(tree)
+
+
+def print_config_choices(output_dir: Path) -> None:
+    """Print the chosen config groups and the command-line overrides: the run's config in brief."""
+    import rich.console
+    import rich.table
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    hidden = ("hydra", "paths", "debug/")
+    chosen = {group: option for group, option in hydra_cfg.runtime.choices.items()
+              if option is not None and not group.startswith(hidden)}
+    first = ["task", "data", "model", "optimizer", "scheduler", "precision", "strategy", "trainer"]
+    order = [*[g for g in first if g in chosen], *sorted(set(chosen) - set(first))]
+    choices = [f"{group}={chosen[group]}" for group in order]
+    grid = rich.table.Table.grid(padding=(0, 1))
+    grid.add_column(style="bold cyan", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("groups", "  ".join(choices))
+    grid.add_row("overrides", "  ".join(hydra_cfg.overrides.task) or "none")
+    grid.add_row("config", f"{shown(output_dir / 'config_resolved.yaml')} (print_config=full prints it here)")
+    rich.console.Console(width=console_width()).print(grid)
+
+
+def not_a_tip(record: logging.LogRecord) -> bool:
+    """Drop Lightning's advertisements for its cloud products ("💡 Tip: ...")."""
+    return not record.getMessage().startswith("💡 Tip")
+
+
+def quiet_known_noise() -> None:
+    """Silence the console messages that ask nothing of the user; each is explained here, once."""
+    import warnings
+
+    # Lightning 2.6 itself calls torch's deprecated `isinstance(treespec, LeafSpec)`: no user can act on it.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not_a_tip not in lightning_log.filters:
+        lightning_log.addFilter(not_a_tip)
 
 
 def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
@@ -303,7 +348,41 @@ def train(cfg: DictConfig) -> dict[str, float]:
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        logging.getLogger("run").info(run_summary(cfg, trainer, metrics))
     return metrics
+
+
+def shown(path: str | Path) -> str:
+    """`path` relative to the working directory when it is inside it, else absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def run_summary(cfg: DictConfig, trainer: Any, metrics: dict[str, float]) -> str:
+    """Where a finished run's results are: directory, metrics, checkpoints, images, TensorBoard."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    output_dir = Path(cfg.paths.output_dir)
+    lines = [f"Run finished. Directory: {shown(output_dir)}"]
+    monitored = f"best/{cfg.monitor.metric}"
+    if monitored in metrics:
+        lines.append(f"  {monitored}: {metrics[monitored]:.4g} ({cfg.monitor.mode}imised)")
+    tested = [f"{key} {value:.4g}" for key, value in sorted(metrics.items()) if key.startswith("test/")]
+    if tested:
+        lines.append("  " + ", ".join(tested))
+    lines.append(f"  all final metrics: {shown(output_dir / 'metrics.json')}")
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_model_path:
+        lines.append(f"  best checkpoint: {shown(checkpoint.best_model_path)}")
+    if (output_dir / "checkpoints").is_dir():
+        lines.append(f"  checkpoints: {shown(output_dir / 'checkpoints')}/")
+    stylized = cfg.task.get("output_dir")
+    if stylized and Path(stylized).is_dir():
+        lines.append(f"  stylized images: {shown(stylized)}/")
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            lines.append(f"  tensorboard --logdir {shown(logger.log_dir)}")
+    return "\n".join(lines)
 
 
 def quote_numeric_choices(argv: list[str], groups: tuple[str, ...] = ("precision",)) -> list[str]:
@@ -375,9 +454,10 @@ def main(cfg: DictConfig) -> float | None:
         record_error(error, Path(cfg.paths.output_dir))
         if is_sigterm_stop(error):
             raise SystemExit(143) from None
+        full_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"  # set by debug=anomaly, or the user
+        if full_traceback and isinstance(error, Exception) and is_rank_zero():
+            traceback.print_exception(error)
         if isinstance(error, VisionlabError) and is_rank_zero():
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                traceback.print_exception(error)
             print_error(error)
         if in_multirun() and isinstance(error, Exception):
             if not isinstance(error, VisionlabError):
@@ -385,6 +465,8 @@ def main(cfg: DictConfig) -> float | None:
             return None
         if isinstance(error, VisionlabError):
             raise SystemExit(2) from None
+        if full_traceback and isinstance(error, Exception):
+            raise SystemExit(1) from None  # Hydra restores the environment, then would shorten it
         raise
 
 
@@ -430,9 +512,14 @@ def print_error(error: VisionlabError) -> None:
 def run(cfg: DictConfig) -> float | None:
     """Train and/or test as `cfg` says; return the monitored metric."""
     rerun_only_this_job()
+    quiet_known_noise()
     check_config(cfg)
     if is_rank_zero():
-        print_config_tree(cfg)
+        printers = {"short": lambda: print_config_choices(Path(cfg.paths.output_dir)),
+                    "full": lambda: print_config_tree(cfg), "none": lambda: None}
+        if cfg.print_config not in printers:
+            raise ConfigError(f"print_config={cfg.print_config}: choose one of {', '.join(printers)}.")
+        printers[cfg.print_config]()
         OmegaConf.save(cfg, resolved_config_path(cfg), resolve=True)
     metrics = train(cfg)
     monitored = cfg.monitor.metric

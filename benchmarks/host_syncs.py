@@ -95,8 +95,9 @@ class CountSteps(pl.Callback):
 
 def segmentation_syncs_per_step(every: int, steps: int, warmup: int, work: Path) -> float:
     """Synchronisations per training step of run.py's segmentation Trainer (steps after `warmup`)."""
+    from common import compose_config
+
     import run
-    from tests.conftest import compose_config
 
     cfg = compose_config([
         "task=segment", "model.base_width=8", "data.image_size=64", "data.batch_size=4",

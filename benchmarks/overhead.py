@@ -39,7 +39,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def compose(overrides: list[str], output_dir: Path) -> Any:
     """run.py's config for `overrides` on the CPU, writing under `output_dir`."""
-    from tests.conftest import compose_config
+    from common import compose_config
 
     return compose_config(
         ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", *DISABLED, *overrides],
@@ -85,7 +85,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        from tests.classification_fakes import write_cifar10
+        from synthetic_data import write_cifar10
 
         write_cifar10(work / "data", per_batch=80 if args.quick else 600, n_test=20)
         for name, overrides in cases.items():

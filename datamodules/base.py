@@ -105,7 +105,7 @@ class VisionDataModule(pl.LightningDataModule):
         image_size: int,
         batch_size: int = 64,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | str = "auto",
         persistent_workers: bool = False,
         drop_last: bool = False,
         split_seed: int = 0,
@@ -171,11 +171,17 @@ class VisionDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self.pins_memory(),
             persistent_workers=self.persistent_workers,
             drop_last=drop_last,
             collate_fn=self.collate_fn(split),
         )
+
+    def pins_memory(self) -> bool:
+        """`pin_memory`, where "auto" pins exactly when the trainer's device is a CUDA GPU."""
+        if self.pin_memory != "auto":
+            return bool(self.pin_memory)
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, drop_last=self.drop_last)

@@ -6,10 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 from torchvision.datasets import CIFAR10
+from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
 
 from datamodules.augment import Geometry, resize_and_crop
 from datamodules.base import TorchvisionDataModule
+from datamodules.errors import DataError
 
 
 class CIFAR10Files(CIFAR10):
@@ -33,6 +35,29 @@ class CIFAR10DataModule(TorchvisionDataModule):
     def __init__(self, *args: Any, verify_checksums: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.verify_checksums = verify_checksums
+
+    def prepare_data(self) -> None:
+        self.check_checksums()  # before a download would replace the user's files
+        super().prepare_data()
+
+    def build_datasets(self) -> dict[str, Any]:
+        self.check_checksums()
+        return super().build_datasets()
+
+    def check_checksums(self) -> None:
+        """Stop, naming the files and `data.verify_checksums=false`, when all are there but differ."""
+        folder = self.root / CIFAR10.base_folder
+        files = [*CIFAR10.train_list, *CIFAR10.test_list, [CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
+        if not self.verify_checksums or not all((folder / name).is_file() for name, _ in files):
+            return
+        changed = [name for name, md5 in files if not check_integrity(str(folder / name), md5)]
+        if changed:
+            raise DataError(
+                f"CIFAR-10: the files under {folder} are all there, but the checksum (MD5) of "
+                f"{', '.join(changed)} differs from the official files'. For a copy that is meant to "
+                "differ (re-saved, a subset, a synthetic set), set data.verify_checksums=false; "
+                "otherwise delete them and run with data.download=true to fetch the official files."
+            )
 
     def make_dataset(self, train: bool, transform: Callable | None, download: bool = False) -> Any:
         return CIFAR10Files(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,12 @@ class Targets:
 
     content: dict[str, torch.Tensor]
     grams: dict[str, torch.Tensor]
+
+
+# Lightning warns about two things this task does by design: each image gets its own optimizer in
+# `stylize` (configure_optimizers returns None), and the frozen VGG19 stays in eval mode.
+warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
 class StyleTransferModule(pl.LightningModule):

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import pickle
 import struct
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck"]
+from benchmarks.synthetic_data import CIFAR10_CLASSES, class_pattern, write_cifar10
 
-
-def _class_pattern(label: int, size: int, channels: int, rng: np.random.Generator) -> np.ndarray:
-    """A noisy image whose bright stripe position encodes `label`, so the classes differ."""
-    image = rng.integers(0, 60, size=(size, size, channels), dtype=np.uint8)
-    row = (label * size) // 10
-    image[row : row + max(1, size // 10)] = 230
-    return image
+__all__ = ["CIFAR10_CLASSES", "write_cifar10"]
 
 
 def write_mnist(root: Path, n_train: int = 60, n_test: int = 20, seed: int = 0) -> Path:
@@ -28,31 +20,10 @@ def write_mnist(root: Path, n_train: int = 60, n_test: int = 20, seed: int = 0) 
     raw.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         labels = np.arange(n, dtype=np.uint8) % 10
-        images = np.stack([_class_pattern(int(y), 28, 1, rng)[..., 0] for y in labels])
+        images = np.stack([class_pattern(int(y), 28, 1, rng)[..., 0] for y in labels])
         (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
             struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
-    return root
-
-
-def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20, seed: int = 0) -> Path:
-    """CIFAR-10 python pickles: <root>/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def batch(n: int, name: str) -> dict:
-        labels = [i % 10 for i in range(n)]
-        data = np.stack([_class_pattern(y, 32, 3, rng).transpose(2, 0, 1).reshape(-1) for y in labels])
-        names = [f"{i}.png" for i in range(n)]
-        return {"batch_label": name, "labels": labels, "data": data, "filenames": names}
-
-    for i in range(1, 6):
-        content = batch(per_batch, f"training batch {i} of 5")
-        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(content, 2))
-    (folder / "test_batch").write_bytes(pickle.dumps(batch(n_test, "testing batch 1 of 1"), 2))
-    meta = {"label_names": CIFAR10_CLASSES, "num_cases_per_batch": per_batch, "num_vis": 3072}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, 2))
     return root
 
 
@@ -60,7 +31,7 @@ def write_jpeg(path: Path, label: int, size: tuple[int, int], rng: np.random.Gen
                mode: str = "RGB", fmt: str = "JPEG") -> None:
     """An image file of `label`'s pattern in `mode`, saved in format `fmt` whatever its name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    array = _class_pattern(label, max(size), 3, rng)[: size[1], : size[0]]
+    array = class_pattern(label, max(size), 3, rng)[: size[1], : size[0]]
     Image.fromarray(array).convert(mode).save(path, format=fmt)
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from datamodules.cifar import CIFAR10DataModule
 from datamodules.digits import DigitsDataModule
+from datamodules.errors import DataError
 from datamodules.image_files import UnreadableImageError, read_image
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.mit67 import MIT67DataModule
@@ -78,8 +79,16 @@ def test_cifar10_reads_python_batches_without_checksums_of_the_real_files(tmp_pa
                           "dog", "frog", "horse", "ship", "truck"]
 
 
-def test_cifar10_with_checksums_rejects_files_that_are_not_the_real_ones(tmp_path):
-    dm = CIFAR10DataModule(root=str(write_cifar10(tmp_path)), num_classes=10, channels=3, image_size=32)
+def test_cifar10_with_checksums_says_the_checksum_failed_and_names_the_switch(tmp_path):
+    dm = CIFAR10DataModule(root=str(write_cifar10(tmp_path)), num_classes=10, channels=3, image_size=32,
+                           download=True)
+    for step in (dm.prepare_data, dm.setup):  # prepare_data: before a download replaces the files
+        with pytest.raises(DataError, match=r"checksum \(MD5\) of data_batch_1.*data.verify_checksums=false"):
+            step()
+
+
+def test_cifar10_without_its_files_still_says_where_it_looked(tmp_path):
+    dm = CIFAR10DataModule(root=str(tmp_path), num_classes=10, channels=3, image_size=32)
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
         dm.setup()
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 import run
-from tests.conftest import FAST, compose_config
+from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # Full test set (360 images, split evenly over 2 processes) so that both runs see the same images.
-DDP_RUN = [*FAST, "trainer.limit_train_batches=4", "trainer.limit_test_batches=null"]
+DDP_RUN = ["debug=smoke", "trainer.limit_train_batches=4", "trainer.limit_test_batches=null"]
 
 
 @pytest.mark.slow

@@ -13,11 +13,11 @@ import torch
 
 import run
 from lightning_modules.checkpoint_io import AtomicCheckpointIO
-from tests.conftest import FAST, compose_config
+from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # Long enough to be interrupted mid-way, deterministic so that two runs can be compared exactly.
-RESUMABLE = [*FAST, "trainer.max_epochs=6", "trainer.limit_train_batches=6",
+RESUMABLE = ["debug=smoke", "trainer.max_epochs=6", "trainer.limit_train_batches=6",
              "trainer.deterministic=true", "logger=none", "callbacks.early_stopping.patience=100"]
 COMPARED = ("best/val/acc", "test/acc", "test/loss", "val/acc", "val/loss")
 

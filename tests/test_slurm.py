@@ -18,9 +18,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 CPU_SLURM = [
     "hydra/launcher=submitit_slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
-    "hydra.launcher.timeout_min=10", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
-    "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2", "~callbacks.rich_model_summary", "~callbacks.rich_progress_bar",
+    "hydra.launcher.timeout_min=10", "debug=smoke",
 ]
 
 
