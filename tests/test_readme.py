@@ -42,7 +42,13 @@ from PIL import Image
 
 from benchmarks.common import compose_config
 from tests.classification_fakes import write_cifar10, write_image_folder, write_mit67
-from tests.fakes import write_fake_pets, write_fake_seg_folder, write_fake_voc
+from tests.fakes import (
+    write_fake_ade20k,
+    write_fake_cityscapes,
+    write_fake_pets,
+    write_fake_seg_folder,
+    write_fake_voc,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 README_FILES = ("README.md", "benchmarks/README.md")
@@ -169,6 +175,8 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
     "data.root=/photos": lambda fx: f"data.root={fx.photos_by_class()}",
     "data.root=/data": lambda fx: f"data.root={fx.segmentation_root()}",
     "data.root=/data/mine": lambda fx: f"data.root={fx.seg_folder()}",
+    "data.root=/data/cityscapes": lambda fx: f"data.root={fx.once('cityscapes', write_fake_cityscapes)}",
+    "data.root=/data/ade20k": lambda fx: f"data.root={fx.once('ade20k', write_fake_ade20k)}",
     "data=cifar10": as_written("data=cifar10", lambda fx: fx.cifar10()),
     "data=voc": as_written("data=voc", lambda fx: fx.in_data_dir("voc", write_fake_voc)),
     "data=pets": as_written("data=pets", lambda fx: fx.in_data_dir("pets", write_fake_pets)),
@@ -183,7 +191,7 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
         lambda fx: f"hydra.run.dir={fx.classify_run()}",
     "ckpt_path=/path/to/epoch007.ckpt": lambda fx: f"ckpt_path={fx.best_checkpoint()}",
     # budgets of real runs: a smoke run takes two trials / three evaluations through the same code
-    "hydra.sweeper.n_trials=50": lambda fx: "hydra.sweeper.n_trials=2",
+    "hydra.sweeper.n_trials=10": lambda fx: "hydra.sweeper.n_trials=2",
     "style.iterations=500": lambda fx: "style.iterations=3",
 }
 # Tokens that need CUDA; the device count a command needs is trainer.devices x trainer.num_nodes.
