@@ -210,11 +210,17 @@ def print_error(error: VisionlabError) -> None:
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Train and/or test as `cfg` says; return the monitored metric."""
+    """Train and/or test, predict or export as `cfg` says; return the monitored metric (training)."""
     rerun_only_this_job()
     if is_rank_zero():
         print_config_tree(cfg)
         OmegaConf.save(cfg, Path(cfg.paths.output_dir) / "config_resolved.yaml", resolve=True)
+    from lightning_modules.inference.pipeline import mode_of
+
+    mode = mode_of(cfg)  # predict.input=... or export.format=...: no training
+    if mode is not None:
+        mode(cfg)
+        return None
     metrics = train(cfg)
     monitored = cfg.monitor.metric
     return metrics.get(f"best/{monitored}", metrics.get(monitored))

@@ -35,6 +35,11 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.val_fraction = val_fraction
         self.skip_bad_images = skip_bad_images
 
+    def inference_preprocessing(self) -> dict[str, Any]:
+        """Evaluation's resize of the shorter side and centre crop."""
+        resize_crop = {"resize": self.resize_size, "center_crop": self.image_size}
+        return {**super().inference_preprocessing(), **resize_crop}
+
     def find_samples(self) -> dict[str, Samples]:
         """The (path, label) samples of each split present on disk; sets `self.classes`."""
         train_dir = self.root / "train"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_modules.inference.modes import classify_logits
 from lightning_modules.supervised import SupervisedTask
 
 
@@ -27,11 +28,14 @@ class ClassificationModule(SupervisedTask):
         label_smoothing: float = 0.0,
         compile: bool = False,
         train_metrics_every_n_steps: int = 1,
+        tta: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_steps)
+        tta = dict(tta or {})  # a plain dict, which checkpoints store safely
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+        self.tta_flip = bool(tta.get("flip", False))
         self.setup_metrics()
 
     def make_metrics(self) -> MetricCollection:
@@ -45,6 +49,13 @@ class ClassificationModule(SupervisedTask):
 
     def compute_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output, target, label_smoothing=self.label_smoothing)
+
+    def inference_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the image, averaged with its mirror's when `task.tta.flip`."""
+        return classify_logits(self, x, flip=self.tta_flip)
+
+    def inference_description(self) -> str:
+        return "centre + flip TTA" if self.tta_flip else "single-view"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.net(x)
