@@ -39,6 +39,13 @@ def digits_classifier(base: Path) -> tuple[Path, dict[str, float]]:
     return trained(base, "digits_classifier", "trainer.max_epochs=2")
 
 
+def small_unet(base: Path) -> Path:
+    """A smoke-trained small UNet on digit scenes (its masks are not meaningful, only their form)."""
+    checkpoint, _ = trained(base, "small_unet", "task=segment", "model.depth=2", "model.base_width=8",
+                            "debug=smoke")
+    return checkpoint
+
+
 def to_png(image: torch.Tensor, mean: float, std: float, path: Path) -> None:
     """A normalised 1-channel image written as an 8-bit grayscale PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)

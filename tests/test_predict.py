@@ -17,6 +17,7 @@ from tests.inference_helpers import (
     QUIET,
     digits_classifier,
     run_in_process,
+    small_unet,
     trained,
     write_digit_test_pngs,
     write_scene_pngs,
@@ -158,13 +159,6 @@ def test_a_checkpoint_without_a_run_config_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="no visionlab run config"):
         run_in_process(tmp_path / "run", f"predict.input={tmp_path / 'a.png'}",
                        f"ckpt_path={tmp_path / 'foreign.ckpt'}")
-
-
-def small_unet(base: Path) -> Path:
-    """A smoke-trained small UNet on digit scenes (its masks are not meaningful, only their form)."""
-    checkpoint, _ = trained(base, "small_unet", "task=segment", "model.depth=2", "model.base_width=8",
-                            "debug=smoke")
-    return checkpoint
 
 
 def test_segmentation_writes_palette_masks_overlays_probabilities_and_class_fractions(
