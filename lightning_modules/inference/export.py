@@ -116,7 +116,7 @@ def leaf_inputs_outputs(net: nn.Module, sample: torch.Tensor) -> list[tuple[str,
                     calls.append((name, module, inputs[0].clone(), output.clone()))
             hooks.append(module.register_forward_hook(hook))
     try:
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: the captured tensors are traced again
             net(sample)
     finally:
         for handle in hooks:

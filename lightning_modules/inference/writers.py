@@ -62,16 +62,22 @@ class PredictionWriter(BasePredictionWriter):
         """Write or keep the result of input `index`."""
         raise NotImplementedError
 
-    def finish(self, trainer: pl.Trainer) -> None:
-        """Rank 0, after every process has predicted: write the run-wide files."""
+    def local_results(self) -> list[Any]:
+        """This process's share of the run-wide results, gathered from every process at the end."""
+        raise NotImplementedError
+
+    def finish(self, trainer: pl.Trainer, results: list[Any]) -> None:
+        """Rank 0, with every process's `local_results`: write the run-wide files."""
         raise NotImplementedError
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # collectives: every process calls them, in the same order
+        results = gather(self.local_results())
         skipped = sorted(gather(self.skipped))
         written = sum(gather([self.written]))
         self.gathered_skipped = skipped
         if trainer.is_global_zero:
-            self.finish(trainer)
+            self.finish(trainer, results)
             if skipped:
                 lines = "\n".join(f"{self.paths[i]}: {error}" for i, error in skipped)
                 (self.output_dir / "skipped.txt").write_text(lines + "\n")
@@ -95,8 +101,11 @@ class ClassificationWriter(PredictionWriter):
         top = probabilities.topk(self.top_k)
         self.rows.append((index, top.indices.tolist(), top.values.tolist()))
 
-    def finish(self, trainer: pl.Trainer) -> None:
-        rows = sorted(gather(self.rows))
+    def local_results(self) -> list[Any]:
+        return self.rows
+
+    def finish(self, trainer: pl.Trainer, results: list[Any]) -> None:
+        rows = sorted(results)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with open(self.output_dir / "predictions.csv", "w", newline="") as file:
             writer = csv.writer(file)
@@ -166,8 +175,11 @@ class SegmentationWriter(PredictionWriter):
         if self.save_probabilities:
             np.save(self.target("probabilities", index, ".npy"), probabilities.numpy().astype(np.float32))
 
-    def finish(self, trainer: pl.Trainer) -> None:
-        counts = sum(gather([self.pixel_counts]), torch.zeros_like(self.pixel_counts))
+    def local_results(self) -> list[Any]:
+        return [self.pixel_counts]
+
+    def finish(self, trainer: pl.Trainer, results: list[Any]) -> None:
+        counts = sum(results, torch.zeros_like(self.pixel_counts))
         fractions = counts.double() / max(int(counts.sum()), 1)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         table = Table(title="Predicted class pixel fractions")
