@@ -206,12 +206,13 @@ def test_slide_inference_matches_whole_and_flip_tta_does_not_lower_miou(tmp_path
                             "data.train_scenes=1000", "data.hflip=true",
                             "task.class_weights=[0.2,1,1,1,1,1,1,1,1,1,1]", "optimizer.lr=3e-3",
                             "scheduler=onecycle", "trainer.max_epochs=5")
-    evaluate = [*model, "train=false", f"ckpt_path={checkpoint}", *QUIET]
+    # test scenes of 48 px, larger than the 32 px training scenes: slide runs windows of the training size
+    evaluate = [*model, "train=false", f"ckpt_path={checkpoint}", "data.image_size=48", *QUIET]
     whole = run_in_process(tmp_path / "whole", *evaluate)["test/miou"]
-    slide = run_in_process(tmp_path / "slide", *evaluate, "task.inference=slide", "task.crop_size=24",
-                           "task.stride=8")["test/miou"]
+    slide = run_in_process(tmp_path / "slide", *evaluate, "task.inference=slide", "task.crop_size=32",
+                           "task.stride=16")["test/miou"]
     flip = run_in_process(tmp_path / "flip", *evaluate, "task.tta.flip=true")["test/miou"]
-    assert whole >= 0.25  # a network that segments: all-background scores ~0.08
+    assert whole >= 0.15  # a network that segments: all-background scores ~0.08
     assert abs(slide - whole) <= 0.01
     assert flip >= whole
 
