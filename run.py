@@ -185,7 +185,13 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("train=false evaluates a checkpoint: give it with ckpt_path=PATH.")
     if not cfg.train and not cfg.test:
         raise ConfigError("train=false and test=false: there is nothing to do.")
-    check_checkpoint(cfg)
+    if not uses_a_trained_model(cfg):  # predict and export rebuild the checkpoint's own network
+        check_checkpoint(cfg)
+
+
+def uses_a_trained_model(cfg: DictConfig) -> bool:
+    """Whether the run predicts or exports (`predict.input`, `export.format`) instead of training."""
+    return bool(OmegaConf.select(cfg, "predict.input") or OmegaConf.select(cfg, "export.format"))
 
 
 def runs_on_cpu(accelerator: str) -> bool:
@@ -510,7 +516,7 @@ def print_error(error: VisionlabError) -> None:
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Train and/or test as `cfg` says; return the monitored metric."""
+    """Train and/or test, predict or export as `cfg` says; return the monitored metric (training)."""
     rerun_only_this_job()
     quiet_known_noise()
     check_config(cfg)
@@ -521,6 +527,12 @@ def run(cfg: DictConfig) -> float | None:
             raise ConfigError(f"print_config={cfg.print_config}: choose one of {', '.join(printers)}.")
         printers[cfg.print_config]()
         OmegaConf.save(cfg, resolved_config_path(cfg), resolve=True)
+    from lightning_modules.inference.pipeline import mode_of
+
+    mode = mode_of(cfg)  # predict.input=... or export.format=...: no training
+    if mode is not None:
+        mode(cfg)
+        return None
     metrics = train(cfg)
     monitored = cfg.monitor.metric
     return metrics.get(f"best/{monitored}", metrics.get(monitored))

@@ -7,10 +7,12 @@ from typing import Any
 import pytorch_lightning as pl
 
 CHECKPOINT_KEY = "visionlab_config"
+CLASSES_KEY = "visionlab_classes"
 
 
 class RunConfigInCheckpoint(pl.Callback):
-    """Stores the resolved config (a plain dict) under `checkpoint["visionlab_config"]`.
+    """Stores the resolved config (a plain dict) under `checkpoint["visionlab_config"]`, and the
+    datamodule's class names under `checkpoint["visionlab_classes"]` (read from the data at training).
 
     Predicting, exporting and evaluating rebuild the network, the evaluation transform and the
     class names from it; a checkpoint of another network or task is named with it.
@@ -23,3 +25,6 @@ class RunConfigInCheckpoint(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         checkpoint[CHECKPOINT_KEY] = self.config
+        classes = getattr(trainer.datamodule, "classes", None)
+        if classes:
+            checkpoint[CLASSES_KEY] = [str(name) for name in classes]

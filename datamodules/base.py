@@ -160,6 +160,16 @@ class VisionDataModule(pl.LightningDataModule):
                 f"{len(self.classes)} classes ({shown}). Set data.num_classes={len(self.classes)}."
             )
 
+    def inference_preprocessing(self) -> dict[str, Any]:
+        """How a new image becomes a network input (colour mode, resize, crop, mean, std), as JSON values.
+
+        `datamodules.transforms.preprocessing_transform` turns it into the transform; exported
+        models carry it in their `model.json`. Default: resize to the training size, normalise.
+        """
+        return {"mode": "L" if self.channels == 1 else "RGB", "resize": [self.image_size, self.image_size],
+                "center_crop": None, "mean": list(self.mean[: self.channels]),
+                "std": list(self.std[: self.channels])}
+
     def collate_fn(self, split: str) -> Callable | None:
         """How a split's samples become a batch; None: PyTorch's default stacking."""
         return None

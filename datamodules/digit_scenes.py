@@ -47,6 +47,20 @@ def compose_scenes(
     return images.clamp_(0, 1), masks
 
 
+class RandomHorizontalFlip(Dataset):
+    """(image, mask) pairs of `dataset`, both mirrored left-right with probability 0.5."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.dataset[index]
+        return (image.flip(-1), mask.flip(-1)) if torch.rand(()) < 0.5 else (image, mask)
+
+
 class DigitScenesDataModule(SegmentationDataModule):
     """Train, validation and test scenes from disjoint sets of digit images, all fixed by `split_seed`."""
 
@@ -63,11 +77,12 @@ class DigitScenesDataModule(SegmentationDataModule):
         train_scenes: int = 1500,
         val_scenes: int = 200,
         test_scenes: int = 200,
+        hflip: bool = False,
         **options: object,
     ) -> None:
         if channels != 1:
             raise ConfigError("The digit scenes are grayscale: set data.channels=1.")
-        super().__init__(num_classes, channels, image_size, **options)
+        super().__init__(num_classes, channels, image_size, hflip=hflip, **options)
         self.digit_sizes = (int(digit_sizes[0]), int(digit_sizes[1]))
         if not 8 <= self.digit_sizes[0] <= self.digit_sizes[1] <= image_size:
             raise ConfigError(f"data.digit_sizes={list(digit_sizes)} must lie within [8, data.image_size].")
@@ -86,4 +101,6 @@ class DigitScenesDataModule(SegmentationDataModule):
             scenes, masks = compose_scenes(images[pool], labels[pool], self.counts[split], self.image_size,
                                            self.digit_sizes, self.max_digits, self.split_seed * 3 + offset)
             datasets[split] = TensorDataset((scenes - self.mean[0]) / self.std[0], masks)
+        if self.hflip:  # mirrored digits as training data: what flip test-time augmentation shows the network
+            datasets["train"] = RandomHorizontalFlip(datasets["train"])
         return datasets

@@ -58,6 +58,11 @@ class ImageFolderDataModule(ClassificationDataModule):
         train_crop, eval_resize, eval_crop = self.augment.crop_sizes(self.image_size, self.resize_size)
         return max(self.resize_size, eval_resize or 0, train_crop, eval_crop)
 
+    def inference_preprocessing(self) -> dict[str, Any]:
+        """Evaluation's resize of the shorter side and centre crop."""
+        resize_crop = {"resize": self.resize_size, "center_crop": self.image_size}
+        return {**super().inference_preprocessing(), **resize_crop}
+
     def find_samples(self) -> dict[str, Samples]:
         """The (path, label) samples of each split present on disk; sets `self.classes`."""
         train_dir = self.root / "train"

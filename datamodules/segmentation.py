@@ -232,6 +232,10 @@ class SegmentationDataModule(VisionDataModule):
         """Normalisation only: evaluation is at full resolution."""
         return segmentation_eval(self.mean[: self.channels], self.std[: self.channels])
 
+    def inference_preprocessing(self) -> dict[str, Any]:
+        """Full resolution, as evaluation: normalisation only."""
+        return {**super().inference_preprocessing(), "resize": None}
+
     def collate_fn(self, split: str) -> Callable:
         return partial(pad_collate, ignore_index=self.ignore_index)
 

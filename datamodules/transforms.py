@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torchvision import tv_tensors
@@ -109,3 +110,18 @@ def photometric_jitter() -> v2.Compose:
 def segmentation_eval(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
     """Full resolution, no crop: only scaling to [0, 1] and normalisation (masks pass untouched)."""
     return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
+def preprocessing_transform(spec: Mapping[str, Any]) -> v2.Compose:
+    """A new image (uint8 CxHxW) -> network input, as a datamodule's `inference_preprocessing` describes.
+
+    `resize`: null (keep the size), an int (shorter side, then `center_crop`) or [height, width].
+    """
+    steps: list[Any] = [v2.ToImage()]
+    resize = spec.get("resize")
+    if resize is not None:
+        steps.append(v2.Resize(resize if isinstance(resize, int) else list(resize), antialias=True))
+    if spec.get("center_crop") is not None:
+        steps.append(v2.CenterCrop(spec["center_crop"]))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(spec["mean"]), list(spec["std"]))]
+    return v2.Compose(steps)

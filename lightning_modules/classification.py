@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -18,6 +18,7 @@ from torchvision.transforms import v2
 from callbacks.ema import ExponentialMovingAverage
 from callbacks.finetuning import BackboneFinetuning
 from datamodules.errors import ConfigError
+from lightning_modules.inference.modes import classify_logits
 from lightning_modules.metrics import BalancedAccuracy
 from lightning_modules.supervised import SupervisedTask
 
@@ -39,9 +40,11 @@ class ClassificationModule(SupervisedTask):
         mix_switch_prob: float = 0.5,
         ema: dict[str, Any] | None = None,
         unfreeze_backbone_at_epoch: int | None = None,
+        tta: Mapping[str, Any] | None = None,
     ) -> None:
         ema = dict(ema or {})  # a plain dict in the checkpoint's hyperparameters, not a DictConfig
         super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_steps)
+        tta = dict(tta or {})  # a plain dict, which checkpoints store safely
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
@@ -49,6 +52,7 @@ class ClassificationModule(SupervisedTask):
         self.ema = ema
         self.unfreeze_backbone_at_epoch = unfreeze_backbone_at_epoch
         self._mixed_batch: tuple[tuple[int, int], Any] | None = None
+        self.tta_flip = bool(tta.get("flip", False))
         self.setup_metrics()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
@@ -95,6 +99,13 @@ class ClassificationModule(SupervisedTask):
     def compute_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Cross-entropy with label smoothing, on class indices or on mixed class probabilities."""
         return F.cross_entropy(output, target, label_smoothing=self.label_smoothing)
+
+    def inference_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the image, averaged with its mirror's when `task.tta.flip`."""
+        return classify_logits(self, x, flip=self.tta_flip)
+
+    def inference_description(self) -> str:
+        return "centre + flip TTA" if self.tta_flip else "single-view"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.net(x)

@@ -12,6 +12,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
 
 from datamodules.errors import ConfigError
+from lightning_modules.inference.modes import segment_logits
 from lightning_modules.losses import SegmentationLoss
 from lightning_modules.supervised import SupervisedTask
 
@@ -43,8 +44,20 @@ class SegmentationModule(SupervisedTask):
         aux_weight: float = 0.5,
         compile: bool = False,
         train_metrics_every_n_steps: int = 1,
+        inference: str = "whole",
+        crop_size: int | None = None,
+        stride: int | None = None,
+        tta: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_steps)
+        tta = {"flip": bool((tta or {}).get("flip", False)),
+               "scales": [float(s) for s in (tta or {}).get("scales", None) or [1.0]]}
+        if inference not in ("whole", "slide"):
+            raise ConfigError(f"task.inference={inference!r}: use whole or slide.")
+        if inference == "slide" and not crop_size:
+            raise ConfigError("task.inference=slide needs task.crop_size (pixels).")
+        if crop_size and not stride:
+            stride = max(1, crop_size * 2 // 3)
         # plain containers, which checkpoints can store and load safely
         losses = {str(name): float(weight) for name, weight in (losses or {"ce": 1.0}).items()}
         loss_options = {str(name): dict(options or {}) for name, options in (loss_options or {}).items()}
@@ -57,6 +70,7 @@ class SegmentationModule(SupervisedTask):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.aux_weight = aux_weight
+        self.inference_options = {"inference": inference, "crop_size": crop_size, "stride": stride, **tta}
         self.loss = SegmentationLoss(losses, ignore_index, class_weights, loss_options)
         self.setup_metrics()
 
@@ -81,6 +95,21 @@ class SegmentationModule(SupervisedTask):
                 f"{x.shape[-1]}): does model.num_classes match data.num_classes?"
             )
         return output
+
+    def inference_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of `task.inference` (whole or slide), averaged over `task.tta` flips and scales."""
+        return segment_logits(lambda batch: main_logits(self(batch)), x, **self.inference_options)
+
+    def inference_description(self) -> str:
+        options = self.inference_options
+        words = options["inference"]
+        if words == "slide":
+            words += f" (crop {options['crop_size']}, stride {options['stride']})"
+        if options["flip"]:
+            words += " + flip"
+        if options["scales"] != [1.0]:
+            words += f" + scales {options['scales']}"
+        return words
 
     def compute_loss(self, output: Output, target: torch.Tensor) -> torch.Tensor:
         loss = self.loss(main_logits(output), target)

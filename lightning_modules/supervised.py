@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 from torchmetrics import MeanMetric, MetricCollection
 
 from datamodules.errors import ConfigError
+from lightning_modules.inference.inputs import predict_batch
 from lightning_modules.optimization import configure_optimization
 
 STAGES = ("train", "val", "test")
@@ -51,6 +52,14 @@ class SupervisedTask(pl.LightningModule):
         """The training objective for one batch."""
         raise NotImplementedError
 
+    def inference_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the configured inference mode (TTA, sliding window) for test and predict."""
+        raise NotImplementedError
+
+    def inference_description(self) -> str:
+        """The inference mode in words, e.g. `whole` or `slide (crop 256, stride 171) + flip`."""
+        raise NotImplementedError
+
     def predictions(self, output: Any) -> torch.Tensor:
         """Scores that the metrics compare with the target."""
         return output
@@ -73,7 +82,7 @@ class SupervisedTask(pl.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str) -> dict[str, Any]:
         x, y = batch
-        output = self(x)
+        output = self.inference_logits(x) if stage == "test" else self(x)
         loss = self.compute_loss(output, y)
         preds = self.predictions(output)
         if stage == "train":
@@ -102,6 +111,11 @@ class SupervisedTask(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._metrics_logged.discard("test")
+        if self.trainer.is_global_zero:
+            print(f"Test metrics from {self.inference_description()} inference.")
+        for logger in self.loggers:  # TensorBoard: which mode produced the test metrics
+            if hasattr(logger.experiment, "add_text"):
+                logger.experiment.add_text("test/inference", self.inference_description(), self.global_step)
 
     def _updates_train_metrics(self, batch_idx: int) -> bool:
         # A metric update on the GPU waits for the step to finish (torchmetrics counts with
@@ -120,6 +134,10 @@ class SupervisedTask(pl.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         return self._step(batch, batch_idx, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Class probabilities of a batch of new images (see `lightning_modules.inference.inputs`)."""
+        return predict_batch(batch, self.inference_logits)
 
     def _is_repeated_closure_call(self, batch_idx: int) -> bool:
         # LBFGS evaluates the closure (training_step) several times per batch; metrics and

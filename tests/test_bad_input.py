@@ -23,10 +23,10 @@ import run
 from datamodules.errors import CheckpointError, ConfigError
 from lightning_modules.checkpoint_io import AtomicCheckpointIO
 from lightning_modules.metrics import BalancedAccuracy
-from tests.conftest import FAST, compose_config
+from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
-QUIET = [*FAST, "logger=none"]
+QUIET = ["debug=smoke", "logger=none"]
 
 
 def run_py(project_root: Path, *overrides: str, env: dict[str, str] | None = None,

@@ -1,0 +1,1 @@
+"""Using a trained network outside training: input listing, inference modes, writers, export, runtimes."""

@@ -1,0 +1,103 @@
+"""What `predict.input` names (an image, a folder, a glob, a list file) as image paths, and their dataset."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from datamodules.errors import DataError
+from datamodules.image_files import UnreadableImageError, read_image
+
+GLOB_CHARACTERS = set("*?[")
+
+
+def is_image_name(path: Path) -> bool:
+    """Whether the file name ends in an image extension torchvision knows."""
+    return path.name.lower().endswith(IMG_EXTENSIONS)
+
+
+def list_inputs(spec: str) -> list[Path]:
+    """The image paths `spec` names: an image file, a folder (recursively), a glob, or a .txt of paths.
+
+    Paths in a list file are relative to the list file's folder unless absolute. Raises
+    DataError when `spec` does not exist or names no image.
+    """
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p))
+    elif path.is_file() and path.suffix.lower() == ".txt":
+        lines = [line.strip() for line in path.read_text().splitlines()]
+        found = [(path.parent / line) for line in lines if line and not line.startswith("#")]
+    elif path.is_file():
+        found = [path]
+    elif GLOB_CHARACTERS & set(spec):
+        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
+                       if Path(p).is_file() and is_image_name(Path(p)))
+    else:
+        raise DataError(f"predict.input={spec}: no such file or folder. Give an image, a folder of "
+                        "images, a glob such as 'photos/*.jpg' (quoted), or a .txt file of image paths.")
+    if not found:
+        raise DataError(f"predict.input={spec} names no image (extensions {', '.join(IMG_EXTENSIONS)}). "
+                        "Point it at a folder, glob or list that holds images.")
+    return found
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """Each input's path relative to the inputs' common folder, without extension: its output name."""
+    resolved = [p.resolve() for p in paths]
+    root = Path(os.path.commonpath([p.parent for p in resolved]))
+    return [str(p.relative_to(root).with_suffix("")) for p in resolved]
+
+
+class PredictionInputs(Dataset):
+    """Images read from `paths` and preprocessed; an unreadable file gives `image=None` (skipped, listed)."""
+
+    def __init__(self, paths: Sequence[Path], transform: Callable[[torch.Tensor], torch.Tensor],
+                 mode: str = "RGB") -> None:
+        self.paths = list(paths)
+        self.names = output_names(self.paths)
+        self.transform = transform
+        self.mode = mode
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            image = read_image(self.paths[index], self.mode)
+        except (UnreadableImageError, FileNotFoundError) as err:
+            return {"index": index, "image": None, "error": str(err)}
+        return {"index": index, "image": self.transform(image), "error": None}
+
+
+def collate_inputs(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A batch of the readable images padded right/bottom to the largest (zeros: the mean colour)."""
+    readable = [s for s in samples if s["image"] is not None]
+    batch: dict[str, Any] = {
+        "index": [s["index"] for s in readable],
+        "sizes": [tuple(s["image"].shape[-2:]) for s in readable],
+        "skipped": [(s["index"], s["error"]) for s in samples if s["image"] is None],
+        "images": None,
+    }
+    if readable:
+        height = max(h for h, _ in batch["sizes"])
+        width = max(w for _, w in batch["sizes"])
+        batch["images"] = torch.stack([F.pad(s["image"], (0, width - s["image"].shape[-1],
+                                                          0, height - s["image"].shape[-2]))
+                                       for s in readable])
+    return batch
+
+
+def predict_batch(batch: dict[str, Any], logits_of: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
+    """What a predict step returns for the writers: the batch's bookkeeping and class probabilities."""
+    images = batch["images"]
+    probabilities = None if images is None else logits_of(images).softmax(1).float().cpu()
+    return {**{key: batch[key] for key in ("index", "sizes", "skipped")}, "probabilities": probabilities}
