@@ -129,14 +129,29 @@ class Fixtures:
         self.once(relative, write, self.workspace / relative)
         return relative
 
-    def classify_run(self) -> Path:
-        """A finished classification run in the workspace (made by README's first command if needed)."""
-        runs = self.workspace / "outputs" / "classify" / "runs"
+    def finished_run(self, task: str, command: str) -> Path:
+        """A finished run of `task` in the workspace (made by the README command `command` if needed)."""
+        runs = self.workspace / "outputs" / task / "runs"
         finished = sorted(p for p in runs.glob("*") if (p / "checkpoints" / "last.ckpt").is_file())
         if not finished:
-            run_command(self, "python run.py")
-            return self.classify_run()
+            run_command(self, command)
+            return self.finished_run(task, command)
         return finished[0].relative_to(self.workspace)
+
+    def classify_run(self) -> Path:
+        return self.finished_run("classify", "python run.py")
+
+    def segment_run(self) -> Path:
+        return self.finished_run("segment", "python run.py task=segment")
+
+    def onnx_export(self) -> Path:
+        """The classifier exported by the README's export command (run first if needed)."""
+        exported = sorted((self.workspace / "outputs" / "classify" / "runs").glob("*/export/model.onnx"))
+        if not exported:
+            checkpoint = self.classify_run() / "checkpoints" / "last.ckpt"
+            run_command(self, f"python run.py export.format=onnx ckpt_path={checkpoint}")
+            return self.onnx_export()
+        return exported[0].relative_to(self.workspace)
 
     def best_checkpoint(self) -> Path:
         return next((self.workspace / self.classify_run() / "checkpoints").glob("epoch*.ckpt"))
@@ -190,6 +205,11 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
     "hydra.run.dir=outputs/classify/runs/2025-01-31_12-00-00-000000":
         lambda fx: f"hydra.run.dir={fx.classify_run()}",
     "ckpt_path=/path/to/epoch007.ckpt": lambda fx: f"ckpt_path={fx.best_checkpoint()}",
+    "ckpt_path=outputs/segment/runs/<run>/checkpoints/last.ckpt":
+        lambda fx: f"ckpt_path={fx.segment_run() / 'checkpoints' / 'last.ckpt'}",
+    "predict.input=photos/": as_written("predict.input=photos/", lambda fx: fx.image("photos/street.jpg", 1)),
+    "predict.model=outputs/classify/runs/<run>/export/model.onnx":
+        lambda fx: f"predict.model={fx.onnx_export()}",
     # budgets of real runs: a smoke run takes two trials / three evaluations through the same code
     "hydra.sweeper.n_trials=10": lambda fx: "hydra.sweeper.n_trials=2",
     "style.iterations=500": lambda fx: "style.iterations=3",
