@@ -38,8 +38,9 @@ def warmup_cosine(
     return LambdaLR(optimizer, factor)
 
 
-# Keys of the optimizer config that shape the parameter groups instead of reaching the optimizer.
-GROUP_OPTIONS = ("norm_weight_decay", "bias_weight_decay", "backbone_lr_mult")
+# Keys of the optimizer config that shape the parameter groups instead of reaching the optimizer,
+# with the values that leave the parameters in one plain group.
+GROUP_OPTIONS = {"norm_weight_decay": None, "bias_weight_decay": None, "backbone_lr_mult": 1.0}
 # Keys of the scheduler config that add a warm-up in front of any scheduler.
 WARMUP_OPTIONS = ("warmup_epochs", "warmup_steps", "warmup_method", "warmup_decay")
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
@@ -47,13 +48,13 @@ NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.L
 
 
 def split_group_options(make_optimizer: Callable[..., Optimizer]) -> tuple[Callable[..., Optimizer], dict]:
-    """The optimizer partial without `GROUP_OPTIONS`, and those options (the ones set, not None)."""
+    """The optimizer partial without `GROUP_OPTIONS`, and those options that differ from one plain group."""
     keywords = dict(getattr(make_optimizer, "keywords", {}))
     if not any(key in keywords for key in GROUP_OPTIONS):
         return make_optimizer, {}
     options = {key: keywords.pop(key) for key in GROUP_OPTIONS if key in keywords}
     stripped = functools.partial(make_optimizer.func, *make_optimizer.args, **keywords)
-    return stripped, {key: value for key, value in options.items() if value is not None}
+    return stripped, {key: value for key, value in options.items() if value != GROUP_OPTIONS[key]}
 
 
 def parameter_groups(

@@ -41,10 +41,11 @@ class Targets:
     grams: dict[str, torch.Tensor]
 
 
-# Lightning warns about two things this task does by design: each image gets its own optimizer in
-# `stylize` (configure_optimizers returns None), and the frozen VGG19 stays in eval mode.
-warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+def quiet_design_warnings() -> None:
+    """Silence Lightning's warnings about two things this task does by design: each image gets its own
+    optimizer in `stylize` (configure_optimizers returns None), and the frozen VGG19 stays in eval mode."""
+    warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
 class StyleTransferModule(pl.LightningModule):
@@ -70,6 +71,7 @@ class StyleTransferModule(pl.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        quiet_design_warnings()
         if scheduler:
             raise ConfigError("task=style does not use a learning-rate schedule: set scheduler=none.")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])

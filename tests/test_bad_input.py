@@ -215,7 +215,8 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 180) -> Non
 
 @pytest.mark.slow
 def test_sigterm_saves_the_stop_point_prints_the_resume_command_and_exits_143(tmp_path):
-    overrides = [*QUIET, "trainer.max_epochs=2", "trainer.limit_train_batches=30", "data.batch_size=8"]
+    # long enough an epoch that the signal lands inside it, however fast the machine
+    overrides = [*QUIET, "trainer.max_epochs=2", "trainer.limit_train_batches=400", "data.batch_size=2"]
     environment = {**os.environ, "PROJECT_ROOT": str(tmp_path)}
     process = subprocess.Popen([sys.executable, "run.py", *overrides], cwd=ROOT, env=environment,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -243,7 +244,7 @@ def test_sigterm_saves_the_stop_point_prints_the_resume_command_and_exits_143(tm
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    assert (last["epoch"], last["global_step"]) == (1, 2 * 30)
+    assert (last["epoch"], last["global_step"]) == (1, 2 * 400)
     assert (run_dir / ".hydra" / "overrides.yaml").read_text() == original_overrides
     assert (run_dir / "config_resolved.yaml").read_text() == original_config
     assert "stopped.ckpt" in (run_dir / ".hydra" / "resume-1" / "overrides.yaml").read_text()

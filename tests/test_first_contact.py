@@ -99,7 +99,7 @@ def test_every_debug_part_belongs_to_a_preset():
         assert OmegaConf.load(part)
 
 
-def test_segmentation_overlays_are_enlarged_by_nearest_and_carry_a_class_legend():
+def test_segmentation_overlays_are_enlarged_by_nearest_and_carry_a_class_legend(monkeypatch):
     from types import SimpleNamespace
 
     from callbacks.segmentation_overlays import SegmentationOverlays, voc_palette
@@ -110,10 +110,11 @@ def test_segmentation_overlays_are_enlarged_by_nearest_and_carry_a_class_legend(
     targets[:, 0, 0] = 255
     preds = torch.zeros(2, 52, 69, dtype=torch.long)
     drawn = {}
-    writer = SimpleNamespace(add_image=lambda tag, image, global_step: drawn.update({tag: image}))
+    monkeypatch.setattr("callbacks.segmentation_overlays.log_image",
+                        lambda trainer, tag, image: drawn.update({tag: image}))
     classes = ["bg", "one", "two", "three"]
     trainer = SimpleNamespace(global_step=7, datamodule=SimpleNamespace(classes=classes))
-    SegmentationOverlays(num_images=2, min_side=768).draw(writer, trainer, SimpleNamespace(num_classes=4),
+    SegmentationOverlays(num_images=2, min_side=768).draw(trainer, SimpleNamespace(num_classes=4),
                                                           images, preds, targets)
     figure = drawn["val/overlays"]
     grid_width = 3 * 69 + 4 * 2

@@ -75,10 +75,10 @@ def test_backbone_lr_multiplier_needs_a_network_with_a_head():
         parameter_groups(MNISTCNN(), lr=0.1, backbone_lr_mult=0.1)
 
 
-def test_group_options_are_taken_off_the_optimizer_partial():
+def test_group_options_are_taken_off_the_optimizer_partial_and_defaults_leave_one_plain_group():
     make, options = split_group_options(partial(torch.optim.Adam, lr=0.02, norm_weight_decay=None,
                                                 bias_weight_decay=0.0, backbone_lr_mult=1.0))
-    assert make.keywords == {"lr": 0.02} and options == {"bias_weight_decay": 0.0, "backbone_lr_mult": 1.0}
+    assert make.keywords == {"lr": 0.02} and options == {"bias_weight_decay": 0.0}
     assert isinstance(make([nn.Parameter(torch.zeros(1))]), torch.optim.Adam)
 
 

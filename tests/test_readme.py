@@ -263,13 +263,21 @@ def prepared(fx: Fixtures, command: str) -> list[str]:
     return argv
 
 
+def first_values(overrides: list[str]) -> list[str]:
+    """The overrides of a sweep's first job (`-m` dropped, each swept key at its first value)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([o for o in overrides if o != "-m"])
+    return [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override()
+            else o.input_line for o in parsed]
+
+
 def place_pretrained_weights(fx: Fixtures, overrides: list[str]) -> None:
     """Random weights files for whatever torchvision weights the composed config of `overrides` asks."""
     from lightning_modules.nets.torchvision_classifier import is_weights_file
     from lightning_modules.nets.torchvision_segmenter import backbone_name
 
-    first_values = [re.sub(r"^([^=\[]+=)([^,\[]+),.*$", r"\1\2", o) for o in overrides if o != "-m"]
-    model = compose_config(first_values, fx.outside / "composed").model
+    model = compose_config(first_values(overrides), fx.outside / "composed").model
     name = model.get("name") or ("vgg19" if model._target_.endswith("VGGFeatures") else None)
     if name is None:
         return

@@ -48,7 +48,8 @@ def test_latest_continues_the_run_in_its_directory(tmp_path):
     assert f"ckpt_path=latest: continuing {first}" in done.stderr
     restored = f"Restoring states from the checkpoint path at {first}/checkpoints/last.ckpt"
     assert restored in done.stdout + done.stderr
-    assert "- ckpt_path=last" in (first / ".hydra" / "overrides.yaml").read_text()
+    assert "ckpt_path" not in (first / ".hydra" / "overrides.yaml").read_text(), "the original command kept"
+    assert "- ckpt_path=last" in (first / ".hydra" / "resume-1" / "overrides.yaml").read_text()
 
 
 def test_latest_without_a_matching_run_stops_with_a_config_error(tmp_path):
