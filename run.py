@@ -518,6 +518,8 @@ def print_error(error: VisionlabError) -> None:
 def run(cfg: DictConfig) -> float | None:
     """Train and/or test, predict or export as `cfg` says; return the monitored metric (training)."""
     rerun_only_this_job()
+    if is_rank_zero():  # a requeued or resumed job starts afresh: an earlier attempt's failure is history
+        (Path(cfg.paths.output_dir) / "error.txt").unlink(missing_ok=True)
     quiet_known_noise()
     check_config(cfg)
     if is_rank_zero():
