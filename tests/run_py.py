@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,3 +31,12 @@ def run_dirs(project_root: Path, task: str = "classify") -> list[Path]:
 def sweep_dirs(project_root: Path, task: str = "classify") -> list[Path]:
     """The multirun directories of `task` under `project_root`, oldest first."""
     return sorted((project_root / "outputs" / task / "multiruns").iterdir())
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Block until `path` exists (failing if `process` ends first)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"the run ended before writing {path}: {process.stderr.read()}"
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.05)

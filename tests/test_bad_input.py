@@ -24,6 +24,7 @@ from datamodules.errors import CheckpointError, ConfigError
 from lightning_modules.checkpoint_io import AtomicCheckpointIO
 from lightning_modules.metrics import BalancedAccuracy
 from tests.conftest import compose_config
+from tests.run_py import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["debug=smoke", "logger=none"]
@@ -204,15 +205,6 @@ def test_resuming_in_a_run_directory_writes_hydras_files_beside_the_originals(tm
     assert run.keep_original_run_files(fresh) == fresh, "nothing to keep in a new directory"
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 180) -> None:
-    """Block until `path` exists (failing if `process` ends first)."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, f"the run ended before writing {path}: {process.stderr.read()}"
-        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_sigterm_saves_the_stop_point_prints_the_resume_command_and_exits_143(tmp_path):
     # long enough an epoch that the signal lands inside it, however fast the machine
@@ -220,9 +212,9 @@ def test_sigterm_saves_the_stop_point_prints_the_resume_command_and_exits_143(tm
     environment = {**os.environ, "PROJECT_ROOT": str(tmp_path)}
     process = subprocess.Popen([sys.executable, "run.py", *overrides], cwd=ROOT, env=environment,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(tmp_path / "outputs" / "classify" / "runs", process)
+    wait_for(tmp_path / "outputs" / "classify" / "runs", process, timeout=180)
     run_dir = run_dirs(tmp_path)[0]
-    wait_for(run_dir / "checkpoints" / "last.ckpt", process)
+    wait_for(run_dir / "checkpoints" / "last.ckpt", process, timeout=180)
     end_of_epoch_step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
     time.sleep(0.5)
     process.send_signal(signal.SIGTERM)

@@ -20,6 +20,7 @@ from lightning_modules.optimization import (
     split_group_options,
     warmup_cosine,
 )
+from tests.test_optimization import lrs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SCHEDULERS = sorted(p.stem for p in (CONF / "scheduler").glob("*.yaml"))
@@ -93,15 +94,6 @@ def test_the_module_builds_groups_from_the_optimizer_config(make_config):
     assert groups["head/bias"]["weight_decay"] == 0 and groups["head/bias"]["lr"] == 0.1
     assert groups["backbone/norm"]["weight_decay"] == 0 and groups["backbone/norm"]["lr"] == 0.05
     assert groups["backbone/other"]["weight_decay"] == 1e-4
-
-
-def lrs(scheduler, steps: int) -> list[float]:
-    values = []
-    for _ in range(steps):
-        values.append(scheduler.get_last_lr()[0])
-        scheduler.optimizer.step()
-        scheduler.step()
-    return values
 
 
 def scheduled(scheduler: dict, total_steps: int = 10, steps_per_epoch: int | None = None):

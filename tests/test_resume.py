@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import torch
 import run
 from lightning_modules.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import compose_config
+from tests.run_py import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 # Long enough to be interrupted mid-way, deterministic so that two runs can be compared exactly.
@@ -31,15 +31,6 @@ def start_run(run_dir: Path, *overrides: str) -> subprocess.Popen:
     """`python run.py` in a subprocess, writing into `run_dir`."""
     command = [sys.executable, "run.py", *overrides, f"hydra.run.dir={run_dir}"]
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    """Block until `path` exists (failing if `process` ends first)."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, f"the run ended before writing {path}: {process.stderr.read()}"
-        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
-        time.sleep(0.05)
 
 
 @pytest.mark.slow
