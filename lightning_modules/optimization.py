@@ -160,6 +160,7 @@ def configure_optimization(
             f"The warm-up ({warmup} {settings['interval']}s) lasts the whole training ({int(total_steps)} "
             f"{settings['interval']}s): the learning rate never reaches its decay schedule.", stacklevel=2,
         )
+    make_scheduler = max_lr_per_group(make_scheduler, opt)
     if "total_steps" in inspect.signature(make_scheduler).parameters:
         make_scheduler = _with_total_steps(make_scheduler, max(1, total_steps - warmup))
     lr_scheduler = make_scheduler(opt)
@@ -167,6 +168,18 @@ def configure_optimization(
         lr_scheduler = with_warmup(opt, lr_scheduler, warmup, scheduler.get("warmup_method", "linear"),
                                    scheduler.get("warmup_decay", 0.01))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler, **settings}}
+
+
+def max_lr_per_group(make_scheduler: Callable[..., Any], optimizer: Optimizer) -> Callable[..., Any]:
+    """A one-cycle partial whose single `max_lr` is scaled for each group as its lr is (backbone_lr_mult).
+
+    OneCycleLR sets every group's lr from `max_lr`, so one value would undo the groups' own rates.
+    """
+    max_lr = getattr(make_scheduler, "keywords", {}).get("max_lr")
+    ratios = [group["lr"] / optimizer.defaults["lr"] for group in optimizer.param_groups]
+    if not isinstance(max_lr, (int, float)) or all(ratio == 1.0 for ratio in ratios):
+        return make_scheduler
+    return functools.partial(make_scheduler, max_lr=[max_lr * ratio for ratio in ratios])
 
 
 def warmup_length(scheduler: dict[str, Any], interval: str, steps_per_epoch: int | None) -> int:

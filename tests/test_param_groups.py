@@ -96,6 +96,18 @@ def test_the_module_builds_groups_from_the_optimizer_config(make_config):
     assert groups["backbone/other"]["weight_decay"] == 1e-4
 
 
+def test_one_cycle_keeps_the_backbone_at_its_multiple_of_the_head_lr():
+    net = build_classifier("resnet18", num_classes=3)
+    one_cycle = {"scheduler": partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1), "interval": "step"}
+    config = configure_optimization(net, partial(torch.optim.SGD, lr=0.1, backbone_lr_mult=0.1), one_cycle,
+                                    total_steps=10, head_prefix=net.head_name + ".")
+    groups = by_name(config["optimizer"].param_groups)
+    # one-cycle starts at max_lr / div_factor (25) and peaks at max_lr, for each group its own max_lr
+    assert groups["head/other"]["lr"] == pytest.approx(0.1 / 25)
+    assert groups["backbone/other"]["lr"] == pytest.approx(0.01 / 25)
+    assert groups["backbone/other"]["max_lr"] == pytest.approx(0.01)
+
+
 def scheduled(scheduler: dict, total_steps: int = 10, steps_per_epoch: int | None = None):
     param = nn.Parameter(torch.zeros(1))
     config = configure_optimization([param], partial(torch.optim.SGD, lr=1.0), scheduler, total_steps,
