@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from datamodules.digits import DigitsDataModule
 from datamodules.errors import ConfigError
 from datamodules.image_folder import ImageFolderDataModule
 from tests.classification_fakes import write_image_folder
+from tests.run_py import python
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "augment"
 POLICIES = ["randaugment", "trivialaugment", "autoaugment", "augmix"]
@@ -128,8 +127,7 @@ def test_augmentation_in_worker_processes_is_fixed_by_the_seed():
 @pytest.mark.slow
 def test_input_pipeline_benchmark_compares_policies_against_basic():
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "input_pipeline.py"
-    result = subprocess.run([sys.executable, str(script), "--quick", "--policies"],
-                            capture_output=True, text=True, timeout=300)
+    result = python(str(script), "--quick", "--policies", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ratio trivialaugment/basic [training loader]:" in result.stdout
     assert all(name in result.stdout for name in ("randaugment", "autoaugment", "augmix"))

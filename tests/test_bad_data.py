@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from datamodules.segmentation import MaskError
 from datamodules.voc import VOCDataModule
 from tests.classification_fakes import write_image_folder, write_mit67
 from tests.fakes import write_fake_seg_folder
+from tests.run_py import python
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ["data=image_folder", "data.num_classes=2", "model=simple_cnn", "data.image_size=32",
@@ -39,8 +39,7 @@ LOADER = {"batch_size": 4, "num_workers": 0, "pin_memory": False, "persistent_wo
 def run_py(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     """`python run.py OVERRIDES debug=smoke` as a user runs it, with its outputs under `tmp_path`."""
     env = {**os.environ, "PROJECT_ROOT": str(tmp_path), "COLUMNS": "400"}  # no wrapped paths
-    return subprocess.run([sys.executable, "run.py", *overrides, "debug=smoke"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return python("run.py", *overrides, "debug=smoke", env=env, timeout=300)
 
 
 def image_folder(root: Path, **options: object) -> ImageFolderDataModule:

@@ -24,7 +24,7 @@ from datamodules.errors import CheckpointError, ConfigError
 from lightning_modules.checkpoint_io import AtomicCheckpointIO
 from lightning_modules.metrics import BalancedAccuracy
 from tests.conftest import compose_config
-from tests.run_py import wait_for
+from tests.run_py import python, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["debug=smoke", "logger=none"]
@@ -36,8 +36,7 @@ def run_py(project_root: Path, *overrides: str, env: dict[str, str] | None = Non
     environment = {**os.environ, "PROJECT_ROOT": str(project_root)}
     environment.pop("HYDRA_FULL_ERROR", None)
     environment.update(env or {})
-    return subprocess.run([sys.executable, "run.py", *overrides], cwd=ROOT, env=environment,
-                          capture_output=True, text=True, timeout=timeout)
+    return python("run.py", *overrides, env=environment, timeout=timeout)
 
 
 def run_dirs(project_root: Path, task: str = "classify") -> list[Path]:
@@ -231,8 +230,7 @@ def test_sigterm_saves_the_stop_point_prints_the_resume_command_and_exits_143(tm
     original_overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
     original_config = (run_dir / "config_resolved.yaml").read_text()
 
-    resumed = subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=ROOT, env=environment,
-                             capture_output=True, text=True, timeout=300)
+    resumed = python(*shlex.split(command)[1:], env=environment, timeout=300)
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import run
 from tests.conftest import compose_config
+from tests.run_py import python
 
 ROOT = Path(__file__).resolve().parents[1]
 # Full test set (360 images, split evenly over 2 processes) so that both runs see the same images.
@@ -20,8 +19,7 @@ DDP_RUN = ["debug=smoke", "trainer.limit_train_batches=4", "trainer.limit_test_b
 @pytest.mark.slow
 @pytest.mark.ddp
 def test_ddp_run_writes_one_directory_from_rank_zero_and_tests_like_one_process(tmp_path):
-    command = [sys.executable, "run.py", "trainer=ddp", *DDP_RUN, f"paths.log_dir={tmp_path}"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = python("run.py", "trainer=ddp", *DDP_RUN, f"paths.log_dir={tmp_path}", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
     run_dirs = list((tmp_path / "classify" / "runs").iterdir())

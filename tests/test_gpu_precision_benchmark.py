@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.run_py import python
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_precision.py"
 
 
 def run_script(*args: str) -> str:
     """The script's console output (it must exit successfully)."""
-    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+    done = python(str(SCRIPT), *args, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

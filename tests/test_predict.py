@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from tests.inference_helpers import (
     write_digit_test_pngs,
     write_scene_pngs,
 )
+from tests.run_py import python
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -225,10 +224,9 @@ def test_two_processes_split_a_folder_and_write_each_image_once(tmp_path, tmp_pa
     for index in range(13):  # an odd count: the processes get unequal shares, nothing is repeated
         Image.new("L", (28, 28), index * 10).save(images / f"{index:02d}.png")
     (images / "broken.png").write_bytes(b"nope")
-    command = [sys.executable, "run.py", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
-               f"predict.input={images}", f"ckpt_path={checkpoint}", "predict.batch_size=4", "debug=smoke"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PROJECT_ROOT": str(tmp_path)})
+    done = python("run.py", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+                  f"predict.input={images}", f"ckpt_path={checkpoint}", "predict.batch_size=4", "debug=smoke",
+                  env={**os.environ, "PROJECT_ROOT": str(tmp_path)}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs" / "classify" / "runs").iterdir()
     with open(run_dir / "predictions.csv") as file:

@@ -2,8 +2,9 @@
 
 Every `python run.py ...` and `python benchmarks/...` command in the ```bash blocks of README.md and
 benchmarks/README.md (`\\` continuations joined, `# comments` dropped, `a && b` split) is one test,
-whose id is the command. Each runs as a subprocess from a scratch copy of the repository (its
-tracked and non-ignored files; env `PROJECT_ROOT` = that copy), with only a debug preset appended:
+whose id is the command. Each runs as its own process (tests/run_py.py's `python`) from a scratch
+copy of the repository (its tracked and non-ignored files; env `PROJECT_ROOT` = that copy), with only
+a debug preset appended:
 `debug=smoke` for run.py (conf/debug/smoke.yaml, with its per-task and per-search parts), `--quick`
 for the benchmarks.
 
@@ -49,6 +50,7 @@ from tests.fakes import (
     write_fake_seg_folder,
     write_fake_voc,
 )
+from tests.run_py import python
 
 ROOT = Path(__file__).resolve().parents[1]
 README_FILES = ("README.md", "benchmarks/README.md")
@@ -292,8 +294,7 @@ def place_pretrained_weights(fx: Fixtures, overrides: list[str]) -> None:
 def run_command(fx: Fixtures, command: str) -> subprocess.CompletedProcess:
     """Run `command` as the README test does; fail with its output's tail unless it succeeds."""
     env = {**os.environ, "PROJECT_ROOT": str(fx.workspace), "TORCH_HOME": str(fx.torch_home)}
-    done = subprocess.run(prepared(fx, command), cwd=fx.workspace, env=env, capture_output=True,
-                          text=True, timeout=900)
+    done = python(*prepared(fx, command)[1:], cwd=fx.workspace, env=env, timeout=900)
     assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     return done
 

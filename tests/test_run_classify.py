@@ -12,6 +12,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 import run
 from tests.classification_fakes import write_cifar10, write_image_folder, write_mit67, write_mnist
 from tests.conftest import CONF_DIR
+from tests.run_py import python
 
 ROOT = CONF_DIR.parent
 
@@ -111,9 +112,8 @@ def test_mnist_cnn_learns_the_digits_to_95_percent_on_held_out_test_images(make_
 
 
 def test_run_py_writes_each_run_to_its_own_time_stamped_directory(tmp_path):
-    command = [sys.executable, "run.py", f"paths.log_dir={tmp_path}", "precision=32", "debug=smoke"]
     for _ in range(2):
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        done = python("run.py", f"paths.log_dir={tmp_path}", "precision=32", "debug=smoke", timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted((tmp_path / "classify" / "runs").iterdir())
     assert len(runs) == 2

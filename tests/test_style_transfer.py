@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 from functools import partial
 
 import numpy as np
@@ -26,6 +24,7 @@ from lightning_modules.style_losses import (
 )
 from lightning_modules.style_transfer import StyleTransferModule
 from tests.conftest import CONF_DIR
+from tests.run_py import python
 
 STYLE_LAYERS = {"relu1_1": 0.2, "relu2_1": 0.2, "relu3_1": 0.2, "relu4_1": 0.2, "relu5_1": 0.2}
 QUIET = ["task=style", "model.weights=null", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
@@ -207,12 +206,12 @@ def test_style_with_lbfgs_and_fp16_mixed_precision_is_refused(make_config):
 
 @pytest.mark.ddp
 def test_an_image_styled_alone_equals_the_same_image_styled_by_two_ddp_processes(tmp_path):
-    common = [sys.executable, "run.py", *QUIET, "logger=none", "style.init=noise",
+    common = ["run.py", *QUIET, "logger=none", "style.init=noise",
               "data.content=[skimage:astronaut,skimage:coffee,skimage:chelsea]"]
     alone = [*common, f"hydra.run.dir={tmp_path / 'alone'}", "data.content=skimage:coffee"]
     ddp = [*common, f"hydra.run.dir={tmp_path / 'ddp'}", "strategy=ddp", "trainer.devices=2"]
     for command in (alone, ddp):
-        done = subprocess.run(command, cwd=CONF_DIR.parent, capture_output=True, text=True, timeout=300)
+        done = python(*command, cwd=CONF_DIR.parent, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
     assert len(list((tmp_path / "ddp" / "stylized").glob("*.png"))) == 3
     name = "coffee__immunohistochemistry.png"

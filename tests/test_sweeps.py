@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from omegaconf import OmegaConf
 
 from callbacks.multirun_summary import fold_groups, job_status, rank_rows, read_job, varying_keys
 from tests.conftest import CONF_DIR
-from tests.run_py import run_py, sweep_dirs
+from tests.run_py import python, run_py, sweep_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["classify", "segment", "style"]
@@ -187,8 +185,7 @@ def test_a_multirun_from_another_directory_without_project_root_writes_beside_ru
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     environment = {key: value for key, value in os.environ.items() if key != "PROJECT_ROOT"}
-    done = subprocess.run([sys.executable, str(copy / "run.py"), "-m", "optimizer=sgd", "debug=smoke"],
-                          cwd=elsewhere, env=environment, capture_output=True, text=True, timeout=600)
+    done = python(str(copy / "run.py"), "-m", "optimizer=sgd", "debug=smoke", cwd=elsewhere, env=environment)
 
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep_dir,) = sweep_dirs(copy)
