@@ -6,6 +6,7 @@ Needs a cluster: `.ci/start_slurm.sh` starts a single-node one on this machine (
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -37,10 +38,19 @@ pytestmark = [
 ]
 
 
-def start_sweep(sweep_dir: Path, *overrides: str) -> subprocess.Popen:
-    """`python run.py -m` through the SLURM launcher, from the project root, writing into `sweep_dir`."""
-    command = [sys.executable, "run.py", "-m", *CPU_SLURM, *overrides, f"hydra.sweep.dir={sweep_dir}"]
-    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def start_sweep(project_root: Path, *overrides: str) -> subprocess.Popen:
+    """`python run.py -m` through the SLURM launcher, from the repository, outputs under `project_root`."""
+    command = [sys.executable, "run.py", "-m", *CPU_SLURM, *overrides]
+    return subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PROJECT_ROOT": str(project_root)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def the_sweep_dir(project_root: Path) -> Path:
+    """The directory of the one sweep started under `project_root`, once it exists."""
+    multiruns = project_root / "outputs" / "classify" / "multiruns"
+    wait_for(lambda: multiruns.is_dir() and any(multiruns.iterdir()), "the sweep's directory")
+    (sweep_dir,) = multiruns.iterdir()
+    return sweep_dir
 
 
 def finish(process: subprocess.Popen, timeout: float = 240) -> str:
@@ -75,28 +85,31 @@ def wait_for(condition, what: str, timeout: float = 120) -> None:
 def test_sweep_of_two_jobs_runs_on_slurm_and_is_summarised(tmp_path):
     finish(start_sweep(tmp_path, "optimizer.lr=1e-3,1e-2"))
 
-    with (tmp_path / "summary.csv").open() as handle:
+    sweep_dir = the_sweep_dir(tmp_path)
+    with (sweep_dir / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(float(row["optimizer.lr"]) for row in rows) == [1e-3, 1e-2]
     assert all(row["status"] == "done" and float(row["test/acc"]) >= 0 for row in rows)
-    assert "SLURM auto-requeueing enabled" in job_logs(tmp_path), "Lightning saw the SLURM environment"
+    assert "SLURM auto-requeueing enabled" in job_logs(sweep_dir), "Lightning saw the SLURM environment"
 
 
 def test_two_task_job_trains_with_ddp_across_slurm_tasks(tmp_path):
     finish(start_sweep(tmp_path, "trainer=ddp"))
 
-    logs = job_logs(tmp_path)
+    sweep_dir = the_sweep_dir(tmp_path)
+    logs = job_logs(sweep_dir)
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs
-    assert (tmp_path / "0" / "metrics.json").is_file()
+    assert (sweep_dir / "0" / "metrics.json").is_file()
 
 
 def test_job_signalled_for_preemption_is_requeued_and_resumes_from_its_checkpoint(tmp_path):
     epochs, batches = 6, 6
     process = start_sweep(tmp_path, f"trainer.max_epochs={epochs}", f"trainer.limit_train_batches={batches}",
                           "callbacks.early_stopping.patience=1000", "logger=none")
-    run_dir = tmp_path / "0"
+    sweep_dir = the_sweep_dir(tmp_path)
+    run_dir = sweep_dir / "0"
     wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), "the first checkpoint")
-    job_id = submitted_job_id(tmp_path)
+    job_id = submitted_job_id(sweep_dir)
 
     subprocess.run(["scancel", "--signal=USR1", job_id], check=True)  # what SLURM sends before preempting
     wait_for(lambda: (run_dir / "hpc_ckpt_1.ckpt").exists(), "Lightning's requeue checkpoint")
@@ -106,7 +119,8 @@ def test_job_signalled_for_preemption_is_requeued_and_resumes_from_its_checkpoin
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
     finish(process)
 
-    assert f"Restoring states from the checkpoint path at {run_dir / 'hpc_ckpt_1.ckpt'}" in job_logs(tmp_path)
+    restored = f"Restoring states from the checkpoint path at {run_dir / 'hpc_ckpt_1.ckpt'}"
+    assert restored in job_logs(sweep_dir)
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert (last["epoch"], last["global_step"]) == (epochs - 1, epochs * batches)
     assert (run_dir / "metrics.json").is_file()
