@@ -173,10 +173,11 @@ def test_recipes_cite_their_target_and_build_on_imagenet_weights_from_the_cache(
 def test_smp_unet_resnet18_learns_held_out_digit_scenes_as_well_as_the_from_scratch_unet(make_config):
     cfg = make_config(
         "task=segment", "data=digit_scenes", "model=smp", "model.arch=Unet", "model.encoder=resnet18",
+        "+model.encoder_depth=3", "+model.decoder_channels=[64,32,16]",  # 32 px scenes need no 1 px level
         "task.class_weights=[0.2,1,1,1,1,1,1,1,1,1,1]", "optimizer.lr=3e-3", "scheduler=onecycle",
         "trainer.max_epochs=4", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
         "~callbacks.rich_progress_bar", "~callbacks.rich_model_summary", "logger=none", fast=False,
     )
     assert cfg.model.encoder_weights is None  # random encoder: nothing pretrained helps
     metrics = run.train(cfg)
-    assert metrics["test/miou"] >= HELD_OUT_MIOU_THRESHOLD  # measured 0.565 (2 epochs: 0.29)
+    assert metrics["test/miou"] >= HELD_OUT_MIOU_THRESHOLD  # measured 0.568
