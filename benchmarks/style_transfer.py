@@ -2,8 +2,9 @@
 
 Both sides use the same VGG19 (same weights), the same layers, loss weights, image size and number
 of L-BFGS function evaluations. Each (side, size) runs in its own process so that peak memory is
-its own. Prints seconds per evaluation, the total loss after N evaluations, peak memory, and the
-ratio tutorial time / our time (above 1: we are faster).
+its own (with --quick, a check that the script runs, both run in this one). Prints seconds per
+evaluation, the total loss after N evaluations, peak memory, and the ratio tutorial time / our time
+(above 1: we are faster).
 """
 
 from __future__ import annotations
@@ -186,6 +187,18 @@ def measure(side: str, size: int, evaluations: int, repeats: int, device: str, p
             "peak_mib": peak}
 
 
+def measured(side: str, size: int, args, device: str) -> dict:
+    """`measure` in a process of its own, or in this one for a --quick check (peak memory is then shared)."""
+    if args.quick:
+        return measure(side, size, args.evaluations, args.repeats, device, args.precision)
+    command = [sys.executable, __file__, "--measure", side, str(size), "--evaluations",
+               str(args.evaluations), "--repeats", str(args.repeats), "--precision", args.precision]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{side} at {size}px failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], lambda p: (
         p.add_argument("--evaluations", type=int, default=50),
@@ -207,12 +220,7 @@ def main() -> None:
     for size in args.sizes:
         results = {}
         for side in ("tutorial", "framework"):
-            command = [sys.executable, __file__, "--measure", side, str(size), "--evaluations",
-                       str(args.evaluations), "--repeats", str(args.repeats), "--precision", args.precision]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise RuntimeError(f"{side} at {size}px failed:\n{done.stderr[-3000:]}")
-            results[side] = json.loads(done.stdout.strip().splitlines()[-1])
+            results[side] = measured(side, size, args, device)
         tutorial, ours = results["tutorial"], results["framework"]
         # how many of our evaluations reach the lowest loss the tutorial reached in its N (its loss
         # can rise again: clamping inside its closure upsets L-BFGS), and how fast that is

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -92,14 +90,3 @@ def test_an_exported_model_without_its_model_json_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="model.json is missing"):
         run_in_process(tmp_path / "run", f"predict.input={tmp_path / 'a.png'}",
                        f"predict.model={tmp_path / 'model.pt'}")
-
-
-@pytest.mark.slow
-def test_inference_benchmark_runs_quick_and_prints_its_ratios():
-    done = subprocess.run([sys.executable, "benchmarks/inference.py", "--quick", "--repeats", "1"],
-                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    for case in ("ResNet-18", "UNet"):
-        assert f"ratio onnxruntime/eager [{case} batch 1]:" in done.stdout
-    assert "checkpoint to first prediction" in done.stdout
