@@ -94,7 +94,9 @@ class ClassificationModule(SupervisedTask):
         }
         if self.num_classes > 5:
             metrics["acc_top5"] = MulticlassAccuracy(self.num_classes, top_k=5, average="micro")
-        return MetricCollection(metrics)
+        # torchmetrics' automatic compute groups merge metrics whose states are equal after the
+        # first update: a first batch right at top-1 would make top-5 a copy of top-1 for good.
+        return MetricCollection(metrics, compute_groups=False)
 
     def compute_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Cross-entropy with label smoothing, on class indices or on mixed class probabilities."""

@@ -83,7 +83,7 @@ class SegmentationModule(SupervisedTask):
             "miou": MulticlassJaccardIndex(average="macro", **options),
             "pixel_acc": MulticlassAccuracy(average="micro", **options),
             "dice": MulticlassF1Score(average="macro", **options),
-        })
+        }, compute_groups=False)  # no merging of states found equal after one batch (see classification)
 
     def forward(self, x: torch.Tensor) -> Output:
         output = self.net(x)

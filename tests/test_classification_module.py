@@ -26,6 +26,18 @@ def test_per_class_accuracy_is_the_diagonal_over_the_true_counts():
     assert torch.isnan(accuracy[2])  # absent class: no accuracy rather than a fake 0
 
 
+def test_top5_accuracy_is_not_merged_with_top1_when_a_first_batch_is_all_right():
+    module = ClassificationModule(nn.Identity(), 10, partial(torch.optim.SGD, lr=0.1))
+    metrics = module.make_metrics()
+    right = torch.eye(10)[:4]  # scores of 4 images, each top-1 right
+    metrics.update(right, torch.arange(4))
+    second_best = torch.eye(10)[:4] + 0.5 * torch.eye(10)[1:5]  # the true class (1..4) ranks second
+    metrics.update(second_best, torch.arange(1, 5))
+    values = metrics.compute()
+    assert values["acc"] == pytest.approx(0.5)  # 4 of 8
+    assert values["acc_top5"] == pytest.approx(1.0)  # 8 of 8
+
+
 def test_lbfgs_reevaluations_count_each_batch_once_in_metrics():
     torch.manual_seed(0)
     net = nn.Linear(4, 3)
