@@ -48,6 +48,29 @@ def quiet_design_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
+LBFGS_STOPPING_OPTIONS = ("max_iter", "max_eval", "tolerance_grad", "tolerance_change")
+
+
+def is_lbfgs(make_optimizer: Callable[..., Optimizer]) -> bool:
+    """Whether the optimizer factory (a class or a partial of one) builds an L-BFGS optimizer."""
+    func = getattr(make_optimizer, "func", make_optimizer)
+    return isinstance(func, type) and issubclass(func, torch.optim.LBFGS)
+
+
+def refuse_lbfgs_stopping_options(make_optimizer: Callable[..., Optimizer]) -> None:
+    """Refuse L-BFGS stopping options: task=style sets them to run exactly `task.iterations` evaluations."""
+    if not is_lbfgs(make_optimizer):
+        return
+    given = [f"optimizer.{key}={value}" for key, value in getattr(make_optimizer, "keywords", {}).items()
+             if key in LBFGS_STOPPING_OPTIONS and value is not None]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} does not apply to task=style: L-BFGS runs exactly task.iterations loss "
+            "evaluations per scale, without stopping early. Set the budget with task.iterations (one "
+            "number, or one per scale) and remove the optimizer option."
+        )
+
+
 class StyleTransferModule(pl.LightningModule):
     """Styles each content image of a batch (of one) through all scales in one training step."""
 
@@ -79,12 +102,13 @@ class StyleTransferModule(pl.LightningModule):
         net.capture([*content_layers, *style_layers])
         self.net = torch.compile(net) if compile else net
         self.optimizer = split_group_options(optimizer)[0]  # one tensor, the image: no parameter groups
+        refuse_lbfgs_stopping_options(self.optimizer)
         self.content_layers = list(content_layers)
         self.style_layers = dict(style_layers)
         self.weights = {"content": content_weight, "style": style_weight, "tv": tv_weight}
         self.iterations = [iterations] * num_scales if isinstance(iterations, int) else list(iterations)
         if len(self.iterations) != num_scales:
-            raise ConfigError(f"style.iterations needs one count per scale ({num_scales}), got {iterations}.")
+            raise ConfigError(f"task.iterations needs one count per scale ({num_scales}), got {iterations}.")
         self.num_scales = num_scales
         self.init = init
         self.preserve_colors = preserve_colors
@@ -125,12 +149,10 @@ class StyleTransferModule(pl.LightningModule):
 
     def make_optimizer(self, image: torch.Tensor, evaluations: int) -> Optimizer:
         """The configured optimizer on the image; L-BFGS runs exactly `evaluations` function evaluations."""
-        optimizer = self.optimizer([image])
-        if isinstance(optimizer, torch.optim.LBFGS):
-            # Counted in function evaluations, and never stopped early by a tolerance.
-            optimizer = self.optimizer([image], max_iter=evaluations, max_eval=evaluations,
-                                       tolerance_grad=-1.0, tolerance_change=-1.0)
-        return optimizer
+        if is_lbfgs(self.optimizer):  # counted in function evaluations, never stopped early by a tolerance
+            return self.optimizer([image], max_iter=evaluations, max_eval=evaluations,
+                                  tolerance_grad=-1.0, tolerance_change=-1.0)
+        return self.optimizer([image])
 
     def stylize(self, sample: dict[str, Any]) -> dict[str, Any]:
         """Optimise one content image coarse to fine; returns the result and its loss history."""
@@ -140,7 +162,7 @@ class StyleTransferModule(pl.LightningModule):
         if sizes[0] < 32:
             raise ConfigError(
                 f"The coarsest scale would be {sizes[0]} pixels; VGG needs 32. Lower "
-                "style.num_scales or raise data.image_size."
+                "task.num_scales or raise data.image_size."
             )
         history: list[dict[str, float]] = []
         snapshots: list[tuple[int, torch.Tensor]] = []

@@ -54,7 +54,7 @@ def test_the_console_shows_the_chosen_groups_and_overrides_and_no_noise(classify
 def test_style_runs_without_lightnings_warnings_about_its_design_and_names_its_images(make_config, caplog):
     caplog.set_level(logging.INFO, logger="run")
     with warnings.catch_warnings(record=True) as caught:  # the filters in force, as in a real run
-        run.train(make_config("task=style", "model.weights=null", "style.num_scales=1", "data.image_size=32",
+        run.train(make_config("task=style", "model.weights=null", "task.num_scales=1", "data.image_size=32",
                               "trainer.limit_train_batches=1"))
     by_design = NOISE[-2:]
     assert [str(w.message) for w in caught if any(noise in str(w.message) for noise in by_design)] == []

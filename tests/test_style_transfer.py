@@ -24,11 +24,11 @@ from lightning_modules.style_losses import (
 )
 from lightning_modules.style_transfer import StyleTransferModule
 from tests.conftest import CONF_DIR
-from tests.run_py import python
+from tests.run_py import python, run_py
 
 STYLE_LAYERS = {"relu1_1": 0.2, "relu2_1": 0.2, "relu3_1": 0.2, "relu4_1": 0.2, "relu5_1": 0.2}
 QUIET = ["task=style", "model.weights=null", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
-         "data.image_size=48", "style.num_scales=1", "style.iterations=6", "style.progress_every=3"]
+         "data.image_size=48", "task.num_scales=1", "task.iterations=6", "task.progress_every=3"]
 
 
 def test_gram_matrix_matches_a_hand_computed_one():
@@ -191,7 +191,7 @@ def test_folder_of_content_images_is_styled_in_one_run(tmp_path):
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_run_py_styles_every_content_image_and_writes_pngs(make_config, tmp_path, optimizer):
     lr = "optimizer.lr=0.05" if optimizer == "adam" else "optimizer.lr=1"
-    metrics = run.train(make_config(*QUIET, f"optimizer={optimizer}", lr, "style.num_scales=2",
+    metrics = run.train(make_config(*QUIET, f"optimizer={optimizer}", lr, "task.num_scales=2",
                                     "data.image_size=64", fast=False))
     written = sorted(p.name for p in (tmp_path / "run" / "stylized").glob("*.png"))
     assert written == ["astronaut__immunohistochemistry.png", "chelsea__immunohistochemistry.png"]
@@ -204,9 +204,15 @@ def test_style_with_lbfgs_and_fp16_mixed_precision_is_refused(make_config):
         run.train(make_config(*QUIET, "precision=16-mixed", fast=False))
 
 
+def test_lbfgs_stopping_options_are_refused_because_task_iterations_sets_the_budget(tmp_path):
+    done = run_py(tmp_path, "task=style", "+optimizer.max_iter=50", "logger=none", check=False)
+    assert done.returncode == 2
+    assert "optimizer.max_iter=50 does not apply to task=style" in " ".join(done.stderr.split())
+
+
 @pytest.mark.ddp
 def test_an_image_styled_alone_equals_the_same_image_styled_by_two_ddp_processes(tmp_path):
-    common = ["run.py", *QUIET, "logger=none", "style.init=noise",
+    common = ["run.py", *QUIET, "logger=none", "task.init=noise",
               "data.content=[skimage:astronaut,skimage:coffee,skimage:chelsea]"]
     alone = [*common, f"hydra.run.dir={tmp_path / 'alone'}", "data.content=skimage:coffee"]
     ddp = [*common, f"hydra.run.dir={tmp_path / 'ddp'}", "strategy=ddp", "trainer.devices=2"]
