@@ -12,7 +12,9 @@ import logging
 import os
 import re
 import shlex
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -425,6 +427,33 @@ def is_sigterm_stop(error: BaseException) -> bool:
     return isinstance(error, SIGTERMException)
 
 
+def sigterm_handler(signum: int, frame: Any) -> None:
+    """Stop the run with Lightning's SIGTERMException, unless Lightning's own handler is calling this one.
+
+    During fit and test Lightning's handler calls the handler it found (this one) too, and stops at
+    the end of the batch in progress; outside them (data checks, between fit and test) SIGTERM would
+    otherwise kill the process without a word or an exit code of its own.
+    """
+    if signal.getsignal(signal.SIGTERM) is not sigterm_handler:
+        return
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    raise SIGTERMException
+
+
+@contextmanager
+def sigterm_stops_the_run() -> Iterator[None]:
+    """Within the block SIGTERM raises through `sigterm_handler` (signal handlers: main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, sigterm_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def rerun_only_this_job() -> None:
     """Make Lightning's DDP launcher start ranks > 0 on this multirun job, not on the whole sweep.
 
@@ -454,7 +483,8 @@ def main(cfg: DictConfig) -> float | None:
     exception); the summary marks the job failed and the sweep exits non-zero.
     """
     try:
-        return run(cfg)
+        with sigterm_stops_the_run():
+            return run(cfg)
     except BaseException as raised:
         error = unwrap_instantiation(raised)
         record_error(error, Path(cfg.paths.output_dir))
@@ -499,7 +529,10 @@ def record_error(error: BaseException, output_dir: Path) -> None:
     if (isinstance(error, SystemExit | KeyboardInterrupt) and not stopped) or not is_rank_zero():
         return
     output_dir.mkdir(parents=True, exist_ok=True)
-    message = "stopped by SIGTERM; checkpoints/stopped.ckpt holds the stop point" if stopped else str(error)
+    message = str(error)
+    if stopped:
+        saved = (output_dir / "checkpoints" / "stopped.ckpt").is_file()
+        message = "stopped by SIGTERM" + ("; checkpoints/stopped.ckpt holds the stop point" if saved else "")
     (output_dir / "error.txt").write_text(f"{type(error).__name__}: {message}\n")
 
 

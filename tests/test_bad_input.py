@@ -204,6 +204,22 @@ def test_resuming_in_a_run_directory_writes_hydras_files_beside_the_originals(tm
     assert run.keep_original_run_files(fresh) == fresh, "nothing to keep in a new directory"
 
 
+def test_sigterm_outside_fit_and_test_stops_the_run_as_inside_them():
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    original = signal.getsignal(signal.SIGTERM)
+    with run.sigterm_stops_the_run():
+        with pytest.raises(SIGTERMException):  # e.g. between fit and test, where Lightning has no handler
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        # inside fit and test Lightning's handler also calls the one it found, and stops at the batch's end
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: run.sigterm_handler(signum, frame))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        signal.signal(signal.SIGTERM, previous)
+    assert signal.getsignal(signal.SIGTERM) is original
+
+
 @pytest.mark.slow
 def test_sigterm_saves_the_stop_point_prints_the_resume_command_and_exits_143(tmp_path):
     # long enough an epoch that the signal lands inside it, however fast the machine
