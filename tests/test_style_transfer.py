@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from functools import partial
 
 import numpy as np
@@ -23,8 +24,7 @@ from lightning_modules.style_losses import (
     yiq_to_rgb,
 )
 from lightning_modules.style_transfer import StyleTransferModule
-from tests.conftest import CONF_DIR
-from tests.run_py import python, run_py
+from tests.run_py import python, run_dirs, run_py
 
 STYLE_LAYERS = {"relu1_1": 0.2, "relu2_1": 0.2, "relu3_1": 0.2, "relu4_1": 0.2, "relu5_1": 0.2}
 QUIET = ["task=style", "model.weights=null", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
@@ -214,15 +214,17 @@ def test_lbfgs_stopping_options_are_refused_because_task_iterations_sets_the_bud
 def test_an_image_styled_alone_equals_the_same_image_styled_by_two_ddp_processes(tmp_path):
     common = ["run.py", *QUIET, "logger=none", "task.init=noise",
               "data.content=[skimage:astronaut,skimage:coffee,skimage:chelsea]"]
-    alone = [*common, f"hydra.run.dir={tmp_path / 'alone'}", "data.content=skimage:coffee"]
-    ddp = [*common, f"hydra.run.dir={tmp_path / 'ddp'}", "strategy=ddp", "trainer.devices=2"]
-    for command in (alone, ddp):
-        done = python(*command, cwd=CONF_DIR.parent, timeout=300)
+    stylized = {}
+    runs = {"alone": ["data.content=skimage:coffee"], "ddp": ["strategy=ddp", "trainer.devices=2"]}
+    for name, extra in runs.items():
+        done = python(*common, *extra, env={**os.environ, "PROJECT_ROOT": str(tmp_path / name)}, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
-    assert len(list((tmp_path / "ddp" / "stylized").glob("*.png"))) == 3
+        (run_dir,) = run_dirs(tmp_path / name, "style")
+        stylized[name] = run_dir / "stylized"
+    assert len(list(stylized["ddp"].glob("*.png"))) == 3
     name = "coffee__immunohistochemistry.png"
-    a = np.asarray(Image.open(tmp_path / "alone" / "stylized" / name), dtype=np.int16)
-    b = np.asarray(Image.open(tmp_path / "ddp" / "stylized" / name), dtype=np.int16)
+    a = np.asarray(Image.open(stylized["alone"] / name), dtype=np.int16)
+    b = np.asarray(Image.open(stylized["ddp"] / name), dtype=np.int16)
     assert np.abs(a - b).max() <= 2  # 8-bit PNGs of the same result, up to float summation order
 
 
