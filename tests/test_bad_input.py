@@ -24,7 +24,7 @@ from datamodules.errors import CheckpointError, ConfigError
 from lightning_modules.checkpoint_io import AtomicCheckpointIO
 from lightning_modules.metrics import BalancedAccuracy
 from tests.conftest import compose_config
-from tests.run_py import python, wait_for
+from tests.run_py import python, run_dirs, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["debug=smoke", "logger=none"]
@@ -37,11 +37,6 @@ def run_py(project_root: Path, *overrides: str, env: dict[str, str] | None = Non
     environment.pop("HYDRA_FULL_ERROR", None)
     environment.update(env or {})
     return python("run.py", *overrides, env=environment, timeout=timeout)
-
-
-def run_dirs(project_root: Path, task: str = "classify") -> list[Path]:
-    """The run directories of `task` under `project_root`, oldest first."""
-    return sorted((project_root / "outputs" / task / "runs").iterdir())
 
 
 def test_config_error_is_one_block_before_the_config_tree_with_exit_code_2(tmp_path):
