@@ -57,6 +57,11 @@ KINDS = {"whole": "a whole number", "number": "a number"}
 ABSENT = object()
 
 
+def override_key(override: str) -> str:
+    """The key a command-line override sets (`+a.b=1`, `~a.b` and `a.b=1` all set `a.b`)."""
+    return override.lstrip("+~").partition("=")[0]
+
+
 def command_line_override(key: str) -> str | None:
     """The command-line override that set `key`, if one did."""
     from hydra.core.hydra_config import HydraConfig
@@ -64,7 +69,7 @@ def command_line_override(key: str) -> str | None:
     if not HydraConfig.initialized():
         return None
     for override in HydraConfig.get().overrides.task:
-        if override.lstrip("+~").partition("=")[0] == key:
+        if override_key(override) == key:
             return override
     return None
 
@@ -325,7 +330,7 @@ def resume_command(cfg: DictConfig) -> str:
     from hydra.core.hydra_config import HydraConfig
 
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    kept = [o for o in overrides if o.lstrip("+~").partition("=")[0] not in ("ckpt_path", "hydra.run.dir")]
+    kept = [o for o in overrides if override_key(o) not in ("ckpt_path", "hydra.run.dir")]
     return shlex.join(["python", "run.py", *kept, f"hydra.run.dir={cfg.paths.output_dir}"])
 
 
