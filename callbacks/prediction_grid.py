@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
-from callbacks.tensorboard import ValidationSampleFigure, class_names, log_figure  # noqa: E402
+from callbacks.tensorboard import ValidationSampleFigure, class_names, log_figure, subplot_grid  # noqa: E402
 
 
 class PredictionGrid(ValidationSampleFigure):
@@ -21,11 +18,7 @@ class PredictionGrid(ValidationSampleFigure):
     def draw(self, trainer, pl_module, images, preds, targets) -> None:
         preds = preds.argmax(1)
         names = class_names(trainer, pl_module.num_classes)
-        cols = math.ceil(math.sqrt(len(images)))
-        rows = math.ceil(len(images) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.2 * rows), squeeze=False)
-        for ax in axes.flat:
-            ax.axis("off")
+        fig, axes = subplot_grid(len(images), cell_height=2.2)
         for ax, image, pred, target in zip(axes.flat, images, preds, targets, strict=False):
             cmap = "gray" if image.shape[0] == 1 else None
             ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap=cmap)

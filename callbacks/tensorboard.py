@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -59,6 +60,18 @@ def log_figure(trainer: pl.Trainer, tag: str, figure: Any, step: int | None = No
     if image_loggers(trainer):
         log_image(trainer, tag, figure_to_image(figure), step)
     plt.close(figure)
+
+
+def subplot_grid(count: int, cell_height: float) -> tuple[Any, np.ndarray]:
+    """A near-square matplotlib grid for `count` images, 2 inches wide each, every axis hidden."""
+    import matplotlib.pyplot as plt
+
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    figure, axes = plt.subplots(rows, cols, figsize=(2 * cols, cell_height * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    return figure, axes
 
 
 def class_names(trainer: pl.Trainer, num_classes: int) -> list[str]:

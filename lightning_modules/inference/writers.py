@@ -8,7 +8,6 @@ contact sheet and summaries are gathered on rank 0.
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from callbacks.segmentation_overlays import colourize, voc_palette
-from callbacks.tensorboard import tensorboard_writer
+from callbacks.tensorboard import subplot_grid, tensorboard_writer
 from datamodules.image_files import read_image
 
 
@@ -124,11 +123,7 @@ class ClassificationWriter(PredictionWriter):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        cols = math.ceil(math.sqrt(len(rows)))
-        rows_count = math.ceil(len(rows) / cols)
-        figure, axes = plt.subplots(rows_count, cols, figsize=(2 * cols, 2.3 * rows_count), squeeze=False)
-        for ax in axes.flat:
-            ax.axis("off")
+        figure, axes = subplot_grid(len(rows), cell_height=2.3)
         for ax, (index, classes, probs) in zip(axes.flat, rows, strict=False):
             ax.imshow(read_image(self.paths[index], "RGB").permute(1, 2, 0).numpy())
             title = f"{self.names[index][-18:]}\n{self.classes[classes[0]]} ({probs[0]:.2f})"
