@@ -24,7 +24,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from datamodules.errors import CheckpointError, ConfigError, VisionlabError
+from core.errors import CheckpointError, ConfigError, VisionlabError
 
 # Outputs and data default to folders beside this file, whatever the working directory; Hydra
 # resolves the sweep directory before it knows its runtime, so the root cannot come from Hydra.

@@ -9,7 +9,7 @@ from pytorch_lightning.callbacks import WeightAveraging
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.optim.swa_utils import get_ema_avg_fn
 
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 
 
 def reference_decay(decay: float, batch_size: int, world_size: int, every_n_steps: int, epochs: int) -> float:

@@ -7,7 +7,7 @@ from pytorch_lightning.callbacks import BaseFinetuning
 from torch import nn
 from torch.optim import Optimizer
 
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 
 
 class BackboneFinetuning(BaseFinetuning):

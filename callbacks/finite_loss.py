@@ -7,7 +7,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 
 
 def learning_rate(trainer: pl.Trainer) -> float | None:

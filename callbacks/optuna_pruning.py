@@ -18,7 +18,7 @@ import optuna
 import pytorch_lightning as pl
 from optuna.integration import PyTorchLightningPruningCallback
 
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 
 
 def find_trial(study: optuna.Study, overrides: Sequence[str]) -> optuna.trial.Trial:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.errors import DataError
+from core.errors import DataError
 from datamodules.segmentation import Pairs, SegmentationDataModule
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torchvision.transforms import v2
 
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 
 POLICIES = ("none", "basic", "randaugment", "trivialaugment", "autoaugment", "augmix")
 AUTOAUGMENT_POLICIES = ("imagenet", "cifar10", "svhn")

@@ -13,8 +13,8 @@ from pytorch_lightning.utilities import rank_zero_warn
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from core.errors import ConfigError, DataError, MissingDataError
 from datamodules.augment import Augment, Geometry
-from datamodules.errors import ConfigError, DataError, MissingDataError
 
 
 def stratified_split(

@@ -9,9 +9,9 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
 
+from core.errors import DataError
 from datamodules.augment import Geometry, resize_and_crop
 from datamodules.base import TorchvisionDataModule
-from datamodules.errors import DataError
 
 
 class CIFAR10Files(CIFAR10):

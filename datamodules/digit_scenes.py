@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
+from core.errors import ConfigError
 from datamodules.base import stratified_split
 from datamodules.digits import load_digit_images
-from datamodules.errors import ConfigError
 from datamodules.segmentation import SegmentationDataModule
 
 

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch.utils.data import Dataset, TensorDataset
 
+from core.errors import ConfigError
 from datamodules.augment import Augment, Geometry, resize_and_crop
 from datamodules.base import ClassificationDataModule, stratified_split
-from datamodules.errors import ConfigError
 
 
 def load_digit_images(image_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as TF
 
-from datamodules.errors import DataError, MissingDataError
+from core.errors import DataError, MissingDataError
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit (about 0.25 GB as RGB)
 ORIENTATION = ExifTags.Base.Orientation

@@ -8,9 +8,9 @@ from typing import Any
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from core.errors import DataError, MissingDataError
 from datamodules.augment import Augment, Geometry, resize_and_crop
 from datamodules.base import ClassificationDataModule
-from datamodules.errors import DataError, MissingDataError
 from datamodules.image_files import DEFAULT_MAX_PIXELS, ImageFileDataset, drop_unreadable
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torchvision.datasets.utils import download_and_extract_archive, download_url
 
-from datamodules.errors import DataError, MissingDataError
+from core.errors import DataError, MissingDataError
 from datamodules.image_files import check_files_exist
 from datamodules.image_folder import ImageFolderDataModule, Samples
 

@@ -15,8 +15,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from core.errors import ConfigError, DataError, MissingDataError
 from datamodules.base import VisionDataModule
-from datamodules.errors import ConfigError, DataError, MissingDataError
 from datamodules.image_files import DEFAULT_MAX_PIXELS, UnreadableImageError, listing, read_image, scan_images
 from datamodules.transforms import segmentation_eval, segmentation_train
 

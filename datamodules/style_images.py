@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from datamodules.errors import ConfigError, DataError, MissingDataError
+from core.errors import ConfigError, DataError, MissingDataError
 from datamodules.image_files import read_image
 from lightning_modules.style_losses import resize_longer_side
 

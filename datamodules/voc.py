@@ -8,7 +8,7 @@ from typing import Any
 from torch.utils.data import Dataset
 from torchvision.datasets import VOCSegmentation
 
-from datamodules.errors import MissingDataError
+from core.errors import MissingDataError
 from datamodules.segmentation import Pairs, SegmentationDataModule, held_out_split
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 

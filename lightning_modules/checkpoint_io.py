@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from datamodules.errors import CheckpointError
+from core.errors import CheckpointError
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 

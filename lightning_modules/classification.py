@@ -17,7 +17,7 @@ from torchvision.transforms import v2
 
 from callbacks.ema import ExponentialMovingAverage
 from callbacks.finetuning import BackboneFinetuning
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 from lightning_modules.inference.modes import classify_logits
 from lightning_modules.metrics import BalancedAccuracy
 from lightning_modules.supervised import SupervisedTask

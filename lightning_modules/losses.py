@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from segmentation_models_pytorch import losses as smp_losses
 from torch import nn
 
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 
 
 class CrossEntropy(nn.Module):

@@ -20,7 +20,7 @@ from torch.optim.lr_scheduler import (
     SequentialLR,
 )
 
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 
 
 def warmup_cosine(

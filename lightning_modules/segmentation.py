@@ -11,7 +11,7 @@ from torch.optim import Optimizer
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
 
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 from lightning_modules.inference.modes import segment_logits
 from lightning_modules.losses import SegmentationLoss
 from lightning_modules.supervised import SupervisedTask

@@ -16,7 +16,7 @@ import torch
 from torch.optim import Optimizer
 from torchvision.utils import save_image
 
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 from datamodules.style_images import load_source
 from lightning_modules.nets.vgg_features import VGGFeatures
 from lightning_modules.optimization import split_group_options

@@ -13,7 +13,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric, MetricCollection
 
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 from lightning_modules.inference.inputs import predict_batch
 from lightning_modules.optimization import configure_optimization
 

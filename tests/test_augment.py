@@ -10,9 +10,9 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
+from core.errors import ConfigError
 from datamodules.augment import Augment, Geometry
 from datamodules.digits import DigitsDataModule
-from datamodules.errors import ConfigError
 from datamodules.image_folder import ImageFolderDataModule
 from tests.classification_fakes import write_image_folder
 from tests.run_py import python

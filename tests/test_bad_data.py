@@ -13,9 +13,9 @@ import pytest
 from PIL import Image, ImageOps
 
 import run
+from core.errors import DataError, MissingDataError, VisionlabError
 from datamodules.base import stratified_split
 from datamodules.cifar import CIFAR10DataModule
-from datamodules.errors import DataError, MissingDataError, VisionlabError
 from datamodules.image_files import ImageTooLargeError, UnreadableImageError, image_size, read_image
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.mit67 import MIT67DataModule

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from sklearn.metrics import balanced_accuracy_score
 
 import run
-from datamodules.errors import CheckpointError, ConfigError
+from core.errors import CheckpointError, ConfigError
 from lightning_modules.checkpoint_io import AtomicCheckpointIO
 from lightning_modules.metrics import BalancedAccuracy
 from tests.conftest import compose_config

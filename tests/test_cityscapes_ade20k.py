@@ -10,9 +10,9 @@ from torchvision import tv_tensors
 from torchvision.datasets import Cityscapes
 
 from callbacks.segmentation_overlays import dataset_palette, voc_palette
+from core.errors import ConfigError, DataError
 from datamodules.ade20k import ADE20K_CLASSES, ADE20K_PALETTE, ADE20KDataModule
 from datamodules.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, CityscapesDataModule
-from datamodules.errors import ConfigError, DataError
 from datamodules.transforms import CatMaxRatioCrop
 from tests.fakes import write_fake_ade20k, write_fake_cityscapes
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from core.errors import DataError
 from datamodules.cifar import CIFAR10DataModule
 from datamodules.digits import DigitsDataModule
-from datamodules.errors import DataError
 from datamodules.image_files import UnreadableImageError, read_image
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.mit67 import MIT67DataModule

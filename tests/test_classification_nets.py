@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from datamodules.errors import CheckpointError
+from core.errors import CheckpointError
 from lightning_modules.nets import torchvision_classifier
 from lightning_modules.nets.mnist_cnn import MNISTCNN
 from lightning_modules.nets.simple_cnn import SimpleCNN

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from datamodules.errors import CheckpointError
+from core.errors import CheckpointError
 from lightning_modules.inference.export import ExportError, export_network
 from tests.inference_helpers import (
     digits_classifier,

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 import run
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 from tests.conftest import compose_config
 
 RESNET_ON_DIGITS = ["debug=smoke", "logger=none", "model=resnet18", "trainer.limit_train_batches=2",

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
+from core.errors import ConfigError, DataError
 from datamodules.base import stratified_fold
-from datamodules.errors import ConfigError, DataError
 from tests.classification_fakes import write_cifar10, write_image_folder, write_mit67, write_mnist
 from tests.run_py import run_py, sweep_dirs
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import run
 from callbacks.ema import ExponentialMovingAverage, reference_decay
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 from lightning_modules.classification import ClassificationModule, batch_mixing
 from tests.conftest import compose_config
 

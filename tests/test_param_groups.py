@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 from lightning_modules.nets.mnist_cnn import MNISTCNN
 from lightning_modules.nets.torchvision_classifier import build_classifier
 from lightning_modules.optimization import (

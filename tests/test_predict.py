@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.errors import CheckpointError, DataError
+from core.errors import CheckpointError, DataError
 from lightning_modules.inference.inputs import list_inputs, output_names
 from lightning_modules.inference.modes import classify_logits, segment_logits, slide_logits, window_starts
 from tests.inference_helpers import (

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import run
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 from tests.run_py import run_dirs, run_py
 
 

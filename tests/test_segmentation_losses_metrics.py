@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from callbacks.class_iou import class_scores, iou_from_confusion, score_rows, summary
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 from lightning_modules.losses import LOSSES, SegmentationLoss
 from lightning_modules.segmentation import SegmentationModule
 

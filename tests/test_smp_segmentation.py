@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import run
-from datamodules.errors import CheckpointError, ConfigError
+from core.errors import CheckpointError, ConfigError
 from lightning_modules.nets.smp_segmenter import PaddedSegmenter, build_smp, hub_weights_dir
 from lightning_modules.optimization import poly
 from tests.fakes import write_fake_ade20k, write_fake_cityscapes

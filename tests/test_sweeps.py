@@ -163,7 +163,7 @@ def test_optuna_study_in_sqlite_resumes_and_prunes_hopeless_trials(tmp_path):
 
 def test_pruning_without_a_study_database_is_a_config_error():
     from callbacks.optuna_pruning import OptunaPruning
-    from datamodules.errors import ConfigError
+    from core.errors import ConfigError
 
     callback = OptunaPruning(enabled=True, monitor="val/acc", storage=None, study_name="classify",
                              pruner=None)

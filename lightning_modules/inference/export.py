@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from datamodules.errors import VisionlabError
+from core.errors import VisionlabError
 from lightning_modules.inference.runtime import INPUT_NAME, OUTPUT_NAME, ExportedModel
 
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.pt"}

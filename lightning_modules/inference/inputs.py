@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from datamodules.errors import DataError
+from core.errors import DataError
 from datamodules.image_files import UnreadableImageError, read_image
 
 GLOB_CHARACTERS = set("*?[")

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from callbacks.run_config import CHECKPOINT_KEY as CONFIG_KEY
 from callbacks.run_config import CLASSES_KEY
-from datamodules.errors import CheckpointError, ConfigError, DataError
+from core.errors import CheckpointError, ConfigError, DataError
 from datamodules.transforms import preprocessing_transform
 from lightning_modules.inference.export import export_network
 from lightning_modules.inference.inputs import PredictionInputs, collate_inputs, list_inputs, predict_batch

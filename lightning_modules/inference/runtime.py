@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from datamodules.errors import CheckpointError
+from core.errors import CheckpointError
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 
 
 class SimpleCNN(nn.Module):

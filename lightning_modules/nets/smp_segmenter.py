@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datamodules.errors import CheckpointError, ConfigError
+from core.errors import CheckpointError, ConfigError
 from lightning_modules.nets.torchvision_classifier import is_weights_file
 from lightning_modules.nets.torchvision_segmenter import load_backbone
 

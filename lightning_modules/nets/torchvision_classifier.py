@@ -11,7 +11,7 @@ from safetensors.torch import load_file as load_safetensors
 from torch import nn
 from torchvision.models import WeightsEnum
 
-from datamodules.errors import CheckpointError, ConfigError
+from core.errors import CheckpointError, ConfigError
 
 WEIGHTS_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".safetensors"}
 

@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-from datamodules.errors import CheckpointError, ConfigError
+from core.errors import CheckpointError, ConfigError
 from lightning_modules.nets.torchvision_classifier import (
     adapt_first_conv,
     get_model_or_explain,

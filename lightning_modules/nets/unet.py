@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 
 
 def double_conv(in_channels: int, out_channels: int, batch_norm: bool = True) -> nn.Sequential:

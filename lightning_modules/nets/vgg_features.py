@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from datamodules.errors import ConfigError
+from core.errors import ConfigError
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lightning_modules.nets.torchvision_classifier import (
     get_model_or_explain,
