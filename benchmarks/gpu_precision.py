@@ -58,7 +58,7 @@ def main() -> None:
         return
     if args.quick:
         args.model, args.image_size, args.batch_size, args.steps, args.warmup = "mnist_cnn", 28, 16, 2, 1
-    from common import compose_config
+    from app.compose import compose_config
 
     base = [
         f"model={args.model}", f"data.image_size={args.image_size}", f"data.batch_size={args.batch_size}",

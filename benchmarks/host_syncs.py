@@ -95,9 +95,8 @@ class CountSteps(pl.Callback):
 
 def segmentation_syncs_per_step(every: int, steps: int, warmup: int, work: Path) -> float:
     """Synchronisations per training step of run.py's segmentation Trainer (steps after `warmup`)."""
-    from common import compose_config
-
-    import run
+    from app import build as app_build
+    from app.compose import compose_config
 
     cfg = compose_config([
         "task=segment", "model.base_width=8", "data.image_size=64", "data.batch_size=4",
@@ -107,7 +106,7 @@ def segmentation_syncs_per_step(every: int, steps: int, warmup: int, work: Path)
         "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar", "test=false",
         f"task.train_metrics_every_n_steps={every}",
     ], work / f"every{every}")
-    datamodule, module, trainer = run.build(cfg)
+    datamodule, module, trainer = app_build.build(cfg)
     counter = SyncCounter()
     counting = CountSteps(counter, warmup)
     trainer.callbacks.append(counting)

@@ -3,7 +3,7 @@
     python benchmarks/inference.py [--quick] [--repeats 3] [--batch-sizes 1 32] [--cases ResNet-18 UNet]
 
 Cases: ResNet-18 at 224 px (classify) and UNet (conf/model/unet.yaml) at 256 px (segment), each
-built from run.py's config, exported by the project's exporters (lightning_modules.inference.export)
+built from run.py's config, exported by the project's exporters (app.exporters)
 and timed on the same random batches, interleaved. Also the checkpoint-to-first-prediction latency
 of one image: loading a run.py checkpoint and rebuilding its network (the predict path) against
 loading model.pt or model.onnx (imports excluded: all three run in this process).
@@ -75,9 +75,9 @@ def measure_case(name: str, overrides: list[str], side: int, batch_sizes: list[i
     """images/s of each backend per batch size, and checkpoint-to-first-prediction latency."""
     import torch
 
-    from lightning_modules.inference.export import MainLogits, export_onnx, export_torchscript
-    from lightning_modules.inference.pipeline import build_from_checkpoint, load_checkpoint
-    from lightning_modules.inference.runtime import ExportedModel
+    from app.exporters import MainLogits, export_onnx, export_torchscript
+    from app.predict import build_from_checkpoint, load_checkpoint
+    from app.runtime import ExportedModel
 
     config = run_config(overrides)
     checkpoint_path = write_checkpoint(config, folder)

@@ -47,9 +47,9 @@ class StepTimer(pl.Callback):
 
 def framework_seconds_per_step(cfg: DictConfig, warmup: int, steps: int) -> float:
     """Seconds per step of run.py's Trainer for `cfg` (everything run.build makes), after `warmup` steps."""
-    import run
+    from app import build as app_build
 
-    datamodule, module, trainer = run.build(cfg)
+    datamodule, module, trainer = app_build.build(cfg)
     timer = StepTimer(warmup, steps)
     trainer.callbacks.append(timer)
     trainer.fit(module, datamodule=datamodule)

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from callbacks.confusion_matrix import ConfusionMatrixLogger
-from callbacks.tensorboard import class_names, tensorboard_writer
+from callbacks.figure_logging import class_names, tensorboard_writer
 
 SCORES = ("IoU", "Acc", "Dice")
 

@@ -15,10 +15,10 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
-from callbacks.ema import ExponentialMovingAverage
-from callbacks.finetuning import BackboneFinetuning
 from core.errors import ConfigError
-from lightning_modules.inference.modes import classify_logits
+from lightning_modules.ema import ExponentialMovingAverage
+from lightning_modules.finetuning import BackboneFinetuning
+from lightning_modules.inference import classify_logits
 from lightning_modules.metrics import BalancedAccuracy
 from lightning_modules.supervised import SupervisedTask
 

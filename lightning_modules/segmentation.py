@@ -12,7 +12,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
 
 from core.errors import ConfigError
-from lightning_modules.inference.modes import segment_logits
+from lightning_modules.inference import segment_logits
 from lightning_modules.losses import SegmentationLoss
 from lightning_modules.supervised import SupervisedTask
 

@@ -60,12 +60,3 @@ def coarse_to_fine_sizes(final_size: int, num_scales: int, factor: float = 2.0) 
     return [round(final_size / factor**i) for i in reversed(range(num_scales))]
 
 
-def resize_longer_side(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize a (B, C, H, W) image so that its longer side is `size`, keeping the aspect ratio."""
-    h, w = image.shape[-2:]
-    scale = size / max(h, w)
-    new = (max(1, round(h * scale)), max(1, round(w * scale)))
-    if new == (h, w):
-        return image
-    resized = F.interpolate(image, size=new, mode="bicubic", align_corners=False, antialias=scale < 1)
-    return resized.clamp(0, 1)

@@ -18,13 +18,13 @@ from torchvision.utils import save_image
 
 from core.errors import ConfigError
 from datamodules.style_images import load_source
+from datamodules.transforms import resize_longer_side
 from lightning_modules.nets.vgg_features import VGGFeatures
 from lightning_modules.optimization import split_group_options
 from lightning_modules.style_losses import (
     coarse_to_fine_sizes,
     content_loss,
     gram_matrix,
-    resize_longer_side,
     style_loss,
     total_variation,
     transfer_luminance,
@@ -226,6 +226,10 @@ class StyleTransferModule(pl.LightningModule):
         for key, value in final.items():
             self.log(f"train/{key}_loss", value, on_step=False, on_epoch=True, batch_size=1)
         return {"name": name, "file": str(self.output_dir / file_name), **out}
+
+    def written_folders(self) -> dict[str, Path]:
+        """What this task writes besides checkpoints and logs, for the run's closing summary."""
+        return {"stylized images": self.output_dir}
 
     def configure_optimizers(self) -> None:
         """Each image gets its own optimizer in `stylize`; Lightning manages none."""

@@ -14,7 +14,7 @@ from torch.optim import Optimizer
 from torchmetrics import MeanMetric, MetricCollection
 
 from core.errors import ConfigError
-from lightning_modules.inference.inputs import predict_batch
+from lightning_modules.inference import predict_batch
 from lightning_modules.optimization import configure_optimization
 
 STAGES = ("train", "val", "test")
@@ -136,7 +136,7 @@ class SupervisedTask(pl.LightningModule):
         return self._step(batch, batch_idx, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """Class probabilities of a batch of new images (see `lightning_modules.inference.inputs`)."""
+        """Class probabilities of a batch of new images (see `app.inputs`)."""
         return predict_batch(batch, self.inference_logits)
 
     def _is_repeated_closure_call(self, batch_idx: int) -> bool:

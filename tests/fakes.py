@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from callbacks.segmentation_overlays import voc_palette
+from core.figures import voc_palette
 
 
 def block_mask(

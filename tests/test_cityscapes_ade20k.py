@@ -9,8 +9,8 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.datasets import Cityscapes
 
-from callbacks.segmentation_overlays import dataset_palette, voc_palette
 from core.errors import ConfigError, DataError
+from core.figures import dataset_palette, voc_palette
 from datamodules.ade20k import ADE20K_CLASSES, ADE20K_PALETTE, ADE20KDataModule
 from datamodules.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, CityscapesDataModule
 from datamodules.transforms import CatMaxRatioCrop

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import run
+from app import training
 from callbacks.confusion_matrix import per_class_accuracy
 from lightning_modules.classification import ClassificationModule
 
@@ -113,7 +113,7 @@ def test_negative_training_metric_interval_is_refused_with_the_choices():
                              train_metrics_every_n_steps=-1)
 
 def test_tensorboard_gets_confusion_matrix_prediction_grid_and_per_class_accuracy(make_config, tmp_path):
-    run.train(make_config())
+    training.train(make_config())
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
     figures = {"val/confusion_matrix", "val/predictions", "test/confusion_matrix"}
     assert figures <= set(events.Tags()["images"])

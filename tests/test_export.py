@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from app.exporters import ExportError, export_network
 from core.errors import CheckpointError
-from lightning_modules.inference.export import ExportError, export_network
 from tests.inference_helpers import (
     digits_classifier,
     run_in_process,

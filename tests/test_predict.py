@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from app.inputs import list_inputs, output_names
 from core.errors import CheckpointError, DataError
-from lightning_modules.inference.inputs import list_inputs, output_names
-from lightning_modules.inference.modes import classify_logits, segment_logits, slide_logits, window_starts
+from lightning_modules.inference import classify_logits, segment_logits, slide_logits, window_starts
 from tests.inference_helpers import (
     QUIET,
     digits_classifier,

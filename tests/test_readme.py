@@ -41,7 +41,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.common import compose_config
+from app.compose import compose_config
 from tests.classification_fakes import write_cifar10, write_image_folder, write_mit67
 from tests.fakes import (
     write_fake_ade20k,

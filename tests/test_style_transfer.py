@@ -12,7 +12,8 @@ import torch
 import torchvision
 from PIL import Image
 
-import run
+from app import checks, training
+from core.errors import ConfigError
 from datamodules.style_images import StyleImagesDataModule
 from lightning_modules.nets.vgg_features import VGGFeatures, vgg_layer_names
 from lightning_modules.style_losses import (
@@ -191,7 +192,7 @@ def test_folder_of_content_images_is_styled_in_one_run(tmp_path):
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_run_py_styles_every_content_image_and_writes_pngs(make_config, tmp_path, optimizer):
     lr = "optimizer.lr=0.05" if optimizer == "adam" else "optimizer.lr=1"
-    metrics = run.train(make_config(*QUIET, f"optimizer={optimizer}", lr, "task.num_scales=2",
+    metrics = training.train(make_config(*QUIET, f"optimizer={optimizer}", lr, "task.num_scales=2",
                                     "data.image_size=64", fast=False))
     written = sorted(p.name for p in (tmp_path / "run" / "stylized").glob("*.png"))
     assert written == ["astronaut__immunohistochemistry.png", "chelsea__immunohistochemistry.png"]
@@ -200,8 +201,8 @@ def test_run_py_styles_every_content_image_and_writes_pngs(make_config, tmp_path
 
 
 def test_style_with_lbfgs_and_fp16_mixed_precision_is_refused(make_config):
-    with pytest.raises(run.ConfigError, match="lbfgs"):
-        run.train(make_config(*QUIET, "precision=16-mixed", fast=False))
+    with pytest.raises(ConfigError, match="lbfgs"):
+        checks.check_config(make_config(*QUIET, "precision=16-mixed", fast=False))
 
 
 def test_lbfgs_stopping_options_are_refused_because_task_iterations_sets_the_budget(tmp_path):

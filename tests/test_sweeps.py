@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from callbacks.multirun_summary import fold_groups, job_status, rank_rows, read_job, varying_keys
+from app.multirun_summary import fold_groups, job_status, rank_rows, read_job, varying_keys
 from tests.conftest import CONF_DIR
 from tests.run_py import python, run_py, sweep_dirs
 

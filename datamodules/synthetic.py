@@ -1,4 +1,4 @@
-"""Synthetic datasets in real on-disk formats, for benchmarks (and the tests' fakes) to read."""
+"""Synthetic datasets in real on-disk formats, for benchmarks, smoke runs and the tests' fakes to read."""
 
 from __future__ import annotations
 

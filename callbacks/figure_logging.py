@@ -1,8 +1,8 @@
-"""Figures for every logger that takes images (TensorBoard, MLflow, W&B), class names, a validation sample."""
+"""Images and figures to every logger that takes them (TensorBoard, MLflow, W&B), class names, and the base
+of the callbacks that draw a validation sample."""
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -11,6 +11,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from torch.utils.tensorboard import SummaryWriter
+
+from core.figures import denormalize, figure_to_image
 
 IMAGE_LOGGERS = (TensorBoardLogger, MLFlowLogger, WandbLogger)
 
@@ -30,10 +32,6 @@ def image_loggers(trainer: pl.Trainer) -> list[Logger]:
     return [logger for logger in trainer.loggers if isinstance(logger, IMAGE_LOGGERS)]
 
 
-def figure_to_image(figure: Any) -> np.ndarray:
-    """A matplotlib figure rendered to an (H, W, 3) uint8 array."""
-    figure.canvas.draw()
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
 
 
 def log_image(
@@ -62,16 +60,6 @@ def log_figure(trainer: pl.Trainer, tag: str, figure: Any, step: int | None = No
     plt.close(figure)
 
 
-def subplot_grid(count: int, cell_height: float) -> tuple[Any, np.ndarray]:
-    """A near-square matplotlib grid for `count` images, 2 inches wide each, every axis hidden."""
-    import matplotlib.pyplot as plt
-
-    cols = math.ceil(math.sqrt(count))
-    rows = math.ceil(count / cols)
-    figure, axes = plt.subplots(rows, cols, figsize=(2 * cols, cell_height * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    return figure, axes
 
 
 def class_names(trainer: pl.Trainer, num_classes: int) -> list[str]:
@@ -82,13 +70,6 @@ def class_names(trainer: pl.Trainer, num_classes: int) -> list[str]:
     return [str(i) for i in range(num_classes)]
 
 
-def denormalize(images: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
-    """Undo `Normalize(mean, std)` and clamp to [0, 1] for display."""
-    if mean is None or std is None:
-        return images.clamp(0, 1)
-    mean = torch.as_tensor(mean, dtype=images.dtype).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=images.dtype).view(1, -1, 1, 1)
-    return (images * std + mean).clamp(0, 1)
 
 
 class ValidationSampleFigure(pl.Callback):

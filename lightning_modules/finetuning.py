@@ -1,4 +1,5 @@
-"""Transfer learning: a frozen pretrained backbone, unfrozen at a chosen epoch (BaseFinetuning)."""
+"""Transfer learning: a frozen pretrained backbone, unfrozen at a chosen epoch (BaseFinetuning); a callback
+the classification module configures for itself (`task.unfreeze_backbone_at_epoch`), so it lives beside it."""
 
 from __future__ import annotations
 

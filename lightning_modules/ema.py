@@ -1,4 +1,5 @@
-"""Exponential moving average of the weights, as torchvision's reference recipes keep it (--model-ema)."""
+"""Exponential moving average of the weights, as torchvision's reference recipes keep it (--model-ema):
+a callback the classification module configures for itself from `task.ema`, so it lives beside it."""
 
 from __future__ import annotations
 

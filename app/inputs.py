@@ -94,10 +94,3 @@ def collate_inputs(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
                                                           0, height - s["image"].shape[-2]))
                                        for s in readable])
     return batch
-
-
-def predict_batch(batch: dict[str, Any], logits_of: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
-    """What a predict step returns for the writers: the batch's bookkeeping and class probabilities."""
-    images = batch["images"]
-    probabilities = None if images is None else logits_of(images).softmax(1).float().cpu()
-    return {**{key: batch[key] for key in ("index", "sizes", "skipped")}, "probabilities": probabilities}

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from app.runtime import INPUT_NAME, OUTPUT_NAME, ExportedModel
 from core.errors import VisionlabError
-from lightning_modules.inference.runtime import INPUT_NAME, OUTPUT_NAME, ExportedModel
 
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.pt"}
 

@@ -1,4 +1,5 @@
-"""Inference modes as pure functions of a `forward` callable: sliding window, flip and multi-scale TTA.
+"""Inference modes as pure functions of a `forward` callable: sliding window, flip and multi-scale TTA,
+and the predict step's output for the prediction writers.
 
 `forward` maps a normalised (N, C, H, W) batch to logits, (N, K) or (N, K, H, W): an eager
 network, a TorchScript module or an onnxruntime session behind the same call.
@@ -7,6 +8,7 @@ network, a TorchScript module or an onnxruntime session behind the same call.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -84,3 +86,10 @@ def classify_logits(forward: Forward, images: torch.Tensor, flip: bool = False) 
     """Class logits of the images, averaged with those of their horizontal mirror when `flip`."""
     logits = forward(images)
     return (logits + forward(images.flip(-1))) / 2 if flip else logits
+
+
+def predict_batch(batch: dict[str, Any], logits_of: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
+    """What a predict step returns for the writers: the batch's bookkeeping and class probabilities."""
+    images = batch["images"]
+    probabilities = None if images is None else logits_of(images).softmax(1).float().cpu()
+    return {**{key: batch[key] for key in ("index", "sizes", "skipped")}, "probabilities": probabilities}

@@ -21,8 +21,8 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from rich.console import Console
 from rich.table import Table
 
-from callbacks.segmentation_overlays import colourize, voc_palette
-from callbacks.tensorboard import subplot_grid, tensorboard_writer
+from callbacks.figure_logging import tensorboard_writer
+from core.figures import overlay, subplot_grid, voc_palette
 from datamodules.image_files import read_image
 
 
@@ -164,7 +164,7 @@ class SegmentationWriter(PredictionWriter):
         palette_mask.save(self.target("masks", index, ".png"))
         image = read_image(self.paths[index], "RGB").float() / 255
         if image.shape[-2:] == mask.shape:  # a resizing preprocessing has no overlay at the image's size
-            blended = (1 - self.overlay_alpha) * image + self.overlay_alpha * colourize(mask, self.palette)
+            blended = overlay(image, mask, self.palette, self.overlay_alpha)
             pixels = (blended * 255).round().byte().permute(1, 2, 0).numpy()
             Image.fromarray(pixels).save(self.target("overlays", index, ".png"))
         if self.save_probabilities:

@@ -1,0 +1,127 @@
+"""What a run prints: its config in brief (or in full), the project's errors as one block, the closing
+summary; and the console noise that asks nothing of the user, silenced at its source."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from core.errors import ConfigError, VisionlabError
+
+
+def console_width() -> int:
+    """The terminal's width, or 80 columns when the output is not a terminal."""
+    import shutil
+
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def print_config_tree(cfg: DictConfig) -> None:
+    """Print the composed config as a rich tree, one branch per top-level key, wrapped to fit."""
+    import rich.console
+    import rich.syntax
+    import rich.tree
+
+    tree = rich.tree.Tree("config", style="bold")
+    for key, value in cfg.items():
+        branch = tree.add(str(key), style="bold cyan")
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
+    rich.console.Console(width=console_width()).print(tree)
+
+
+def print_config_choices(output_dir: Path) -> None:
+    """Print the chosen config groups and the command-line overrides: the run's config in brief."""
+    import rich.console
+    import rich.table
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    hidden = ("hydra", "paths", "debug/")
+    chosen = {group: option for group, option in hydra_cfg.runtime.choices.items()
+              if option is not None and not group.startswith(hidden)}
+    first = ["task", "data", "model", "optimizer", "scheduler", "precision", "strategy", "trainer"]
+    order = [*[g for g in first if g in chosen], *sorted(set(chosen) - set(first))]
+    choices = [f"{group}={chosen[group]}" for group in order]
+    grid = rich.table.Table.grid(padding=(0, 1))
+    grid.add_column(style="bold cyan", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("groups", "  ".join(choices))
+    grid.add_row("overrides", "  ".join(hydra_cfg.overrides.task) or "none")
+    grid.add_row("config", f"{shown(output_dir / 'config_resolved.yaml')} (print_config=full prints it here)")
+    rich.console.Console(width=console_width()).print(grid)
+
+
+def print_config(cfg: DictConfig) -> None:
+    """The run's config as `print_config` asks: `short` (groups, overrides), `full` (the tree) or `none`."""
+    printers = {"short": lambda: print_config_choices(Path(cfg.paths.output_dir)),
+                "full": lambda: print_config_tree(cfg), "none": lambda: None}
+    if cfg.print_config not in printers:
+        raise ConfigError(f"print_config={cfg.print_config}: choose one of {', '.join(printers)}.")
+    printers[cfg.print_config]()
+
+
+def print_error(error: VisionlabError) -> None:
+    """The project's own errors as one short block on stderr: what is wrong and the fix."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.panel import Panel
+
+    hint = "" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "HYDRA_FULL_ERROR=1 shows the traceback"
+    Console(stderr=True).print(Panel(escape(str(error)), title=type(error).__name__, title_align="left",
+                                     subtitle=hint, subtitle_align="right", border_style="red",
+                                     expand=False))
+
+
+def not_a_tip(record: logging.LogRecord) -> bool:
+    """Drop Lightning's advertisements for its cloud products ("💡 Tip: ...")."""
+    return not record.getMessage().startswith("💡 Tip")
+
+
+def quiet_known_noise() -> None:
+    """Silence the console messages that ask nothing of the user; each is explained here, once."""
+    import warnings
+
+    # Lightning 2.6 itself calls torch's deprecated `isinstance(treespec, LeafSpec)`: no user can act on it.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not_a_tip not in lightning_log.filters:
+        lightning_log.addFilter(not_a_tip)
+
+
+def shown(path: str | Path) -> str:
+    """`path` relative to the working directory when it is inside it, else absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def run_summary(cfg: DictConfig, trainer: Any, metrics: dict[str, float]) -> str:
+    """Where a finished run's results are: directory, metrics, checkpoints, images, TensorBoard."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    output_dir = Path(cfg.paths.output_dir)
+    lines = [f"Run finished. Directory: {shown(output_dir)}"]
+    monitored = f"best/{cfg.monitor.metric}"
+    if monitored in metrics:
+        lines.append(f"  {monitored}: {metrics[monitored]:.4g} ({cfg.monitor.mode}imised)")
+    tested = [f"{key} {value:.4g}" for key, value in sorted(metrics.items()) if key.startswith("test/")]
+    if tested:
+        lines.append("  " + ", ".join(tested))
+    lines.append(f"  all final metrics: {shown(output_dir / 'metrics.json')}")
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_model_path:
+        lines.append(f"  best checkpoint: {shown(checkpoint.best_model_path)}")
+    if (output_dir / "checkpoints").is_dir():
+        lines.append(f"  checkpoints: {shown(output_dir / 'checkpoints')}/")
+    written = getattr(trainer.lightning_module, "written_folders", dict)()  # e.g. style's stylized images
+    for what, folder in written.items():
+        if Path(folder).is_dir():
+            lines.append(f"  {what}: {shown(folder)}/")
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            lines.append(f"  tensorboard --logdir {shown(logger.log_dir)}")
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""Figures every layer may draw: colour palettes and colourised masks, overlays, legends, image grids."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+
+def voc_palette(num_classes: int) -> torch.Tensor:
+    """Pascal VOC's colour map, (num_classes, 3) uint8: class 0 black, 1 maroon, 2 green, ..."""
+    colours = torch.zeros(num_classes, 3, dtype=torch.uint8)
+    for index in range(num_classes):
+        value, rgb = index, [0, 0, 0]
+        for shift in range(7, -1, -1):
+            for channel in range(3):
+                rgb[channel] |= ((value >> channel) & 1) << shift
+            value >>= 3
+        colours[index] = torch.tensor(rgb, dtype=torch.uint8)
+    return colours
+
+
+def dataset_palette(datamodule: object, num_classes: int) -> torch.Tensor:
+    """The datamodule's own class colours (Cityscapes, ADE20K), or else Pascal VOC's colour map."""
+    palette = getattr(datamodule, "palette", None)
+    if palette is not None and len(palette) == num_classes:
+        return torch.tensor(palette, dtype=torch.uint8)
+    return voc_palette(num_classes)
+
+
+def colourize(mask: torch.Tensor, palette: torch.Tensor, ignore_colour: int = 255) -> torch.Tensor:
+    """(H, W) class indices -> (3, H, W) floats in [0, 1]; out-of-palette values (ignore) in white."""
+    known = mask < len(palette)
+    colours = palette[torch.where(known, mask, 0)].permute(2, 0, 1).float() / 255
+    return torch.where(known, colours, torch.full_like(colours, ignore_colour / 255))
+
+
+def overlay(
+    image: torch.Tensor, mask: torch.Tensor, palette: torch.Tensor, alpha: float = 0.6
+) -> torch.Tensor:
+    """Blend a colourized mask over an RGB image in [0, 1]."""
+    return (1 - alpha) * image + alpha * colourize(mask, palette)
+
+
+def upscaled(grid: torch.Tensor, min_side: int) -> torch.Tensor:
+    """(3, H, W) enlarged by the smallest whole factor that makes its longer side >= `min_side` (nearest)."""
+    factor = math.ceil(min_side / max(grid.shape[-2:]))
+    return F.interpolate(grid[None], scale_factor=factor, mode="nearest")[0] if factor > 1 else grid
+
+
+def legend(names: dict[int, str], palette: torch.Tensor, width: int, ignore_index: int) -> torch.Tensor:
+    """(3, h, width) floats: a colour swatch and the name of each class in `names`, in rows that fit."""
+    font = ImageFont.load_default(size=14)
+    entry = 20 + max(int(font.getlength(name)) for name in names.values()) + 16
+    per_row = max(1, width // entry)
+    rows = math.ceil(len(names) / per_row)
+    strip = Image.new("RGB", (width, rows * 22 + 4), "white")
+    pen = ImageDraw.Draw(strip)
+    for position, (index, name) in enumerate(names.items()):
+        x, y = (position % per_row) * entry + 4, (position // per_row) * 22 + 4
+        colour = tuple(palette[index].tolist()) if index != ignore_index else (255, 255, 255)
+        pen.rectangle((x, y, x + 14, y + 14), fill=colour, outline="black")
+        pen.text((x + 20, y), name, fill="black", font=font)
+    return torch.from_numpy(np.asarray(strip).copy()).permute(2, 0, 1).float() / 255
+
+
+def figure_to_image(figure: Any) -> np.ndarray:
+    """A matplotlib figure rendered to an (H, W, 3) uint8 array."""
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def subplot_grid(count: int, cell_height: float) -> tuple[Any, np.ndarray]:
+    """A near-square matplotlib grid for `count` images, 2 inches wide each, every axis hidden."""
+    import matplotlib.pyplot as plt
+
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    figure, axes = plt.subplots(rows, cols, figsize=(2 * cols, cell_height * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    return figure, axes
+
+
+def denormalize(images: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
+    """Undo `Normalize(mean, std)` and clamp to [0, 1] for display."""
+    if mean is None or std is None:
+        return images.clamp(0, 1)
+    mean = torch.as_tensor(mean, dtype=images.dtype).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=images.dtype).view(1, -1, 1, 1)
+    return (images * std + mean).clamp(0, 1)
