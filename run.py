@@ -24,6 +24,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from app.console import print_error
 from core.errors import CheckpointError, ConfigError, VisionlabError
 
 # Outputs and data default to folders beside this file, whatever the working directory; Hydra
@@ -539,18 +540,6 @@ def record_error(error: BaseException, output_dir: Path) -> None:
         saved = (output_dir / "checkpoints" / "stopped.ckpt").is_file()
         message = "stopped by SIGTERM" + ("; checkpoints/stopped.ckpt holds the stop point" if saved else "")
     (output_dir / "error.txt").write_text(f"{type(error).__name__}: {message}\n")
-
-
-def print_error(error: VisionlabError) -> None:
-    """The project's own errors as one short block on stderr: what is wrong and the fix."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.panel import Panel
-
-    hint = "" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "HYDRA_FULL_ERROR=1 shows the traceback"
-    Console(stderr=True).print(Panel(escape(str(error)), title=type(error).__name__, title_align="left",
-                                     subtitle=hint, subtitle_align="right", border_style="red",
-                                     expand=False))
 
 
 def run(cfg: DictConfig) -> float | None:
