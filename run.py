@@ -25,6 +25,7 @@ import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from app.console import print_error
+from app.slurm import continue_requeued_job
 from core.errors import CheckpointError, ConfigError, VisionlabError
 
 # Outputs and data default to folders beside this file, whatever the working directory; Hydra
@@ -562,6 +563,7 @@ def run(cfg: DictConfig) -> float | None:
     if mode is not None:
         mode(cfg)
         return None
+    continue_requeued_job(cfg)
     metrics = train(cfg)
     monitored = cfg.monitor.metric
     return metrics.get(f"best/{monitored}", metrics.get(monitored))

@@ -1,5 +1,5 @@
-"""Running on SLURM (hydra/launcher=submitit_slurm): what a job asks the cluster for, and a refused
-submission as one clean error.
+"""Running on SLURM (hydra/launcher=submitit_slurm): what a job asks the cluster for, a refused
+submission as one clean error, and where a requeued job continues.
 
 The launcher config (conf/hydra/launcher/submitit_slurm.yaml) derives its requests from the run's
 own config through the resolvers registered here: GPUs from `trainer.accelerator` and
@@ -10,6 +10,8 @@ hydra_plugins/visionlab_slurm/launcher.py (Hydra takes launchers only from `hydr
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import re
 import shutil
 import subprocess
@@ -18,9 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from omegaconf import ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from core.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 GPU_ACCELERATORS = ("gpu", "cuda")
 LAUNCHER_FILE = "conf/hydra/launcher/submitit_slurm.yaml"
@@ -150,3 +154,33 @@ def sbatch_refusals_reported(params: dict[str, Any]) -> Iterator[None]:
 
         print_error(refusal_error(message, params))
         raise SystemExit(2) from None
+
+
+def restart_count() -> int:
+    """How many times SLURM has restarted (requeued) this job; 0 outside SLURM or on a first start."""
+    count = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return int(count) if count.isdigit() else 0
+
+
+def requeued_checkpoint(output_dir: Path) -> Path | None:
+    """The newest checkpoint a requeued job left in its run directory: Lightning's `hpc_ckpt_<n>.ckpt`
+    (saved on the requeue signal) or `checkpoints/last.ckpt` (the end of the last complete epoch).
+
+    A mid-epoch `checkpoints/stopped.ckpt` (SIGTERM) is left for a resume by hand: continuing from
+    the end of an epoch repeats the uninterrupted run exactly, continuing mid-epoch does not.
+    """
+    candidates = [*output_dir.glob("hpc_ckpt_*.ckpt"), output_dir / "checkpoints" / "last.ckpt"]
+    existing = [path for path in candidates if path.is_file()]
+    return max(existing, key=lambda path: path.stat().st_mtime) if existing else None
+
+
+def continue_requeued_job(cfg: DictConfig) -> None:
+    """A training job that SLURM requeued (preemption, `scontrol requeue`, a node failure) continues
+    from its own newest checkpoint instead of starting again: sets `cfg.ckpt_path` to it."""
+    checkpoint = requeued_checkpoint(Path(cfg.paths.output_dir)) if restart_count() and cfg.train else None
+    if checkpoint is None:
+        return
+    if os.environ.get("SLURM_PROCID", "0") == "0":
+        given = "" if cfg.ckpt_path is None else f" (instead of ckpt_path={cfg.ckpt_path}, where it started)"
+        log.info(f"SLURM restarted this job ({restart_count()}x): continuing from {checkpoint}{given}")
+    cfg.ckpt_path = str(checkpoint)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,44 @@ def test_run_py_reports_a_refused_submission_cleanly(tmp_path):
     assert "SLURM refused the job: sbatch: error: Invalid generic resource (gres) specification" in block
     assert "Change hydra.launcher.gpus_per_node" in block
     assert "trainer.accelerator=cpu asks for no GPU" in block
+
+
+def write_checkpoint(path: Path, age: float) -> Path:
+    """An (empty) checkpoint file at `path`, last modified `age` seconds ago."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    os.utime(path, (time.time() - age,) * 2)
+    return path
+
+
+@pytest.mark.parametrize(("restarts", "train", "given", "continued"), [
+    ("1", True, None, "last"), ("2", True, "/pretrained.ckpt", "last"), ("0", True, None, None),
+    (None, True, None, None), ("1", False, "/evaluated.ckpt", "/evaluated.ckpt"),
+])
+def test_requeued_training_job_continues_from_its_newest_own_checkpoint(
+        make_config, tmp_path, monkeypatch, restarts, train, given, continued):
+    cfg = make_config(f"train={train}", f"ckpt_path={given or 'null'}")
+    output_dir = Path(cfg.paths.output_dir)
+    last = write_checkpoint(output_dir / "checkpoints" / "last.ckpt", age=10)
+    write_checkpoint(output_dir / "checkpoints" / "stopped.ckpt", age=0)  # mid-epoch: never picked
+    if restarts is None:
+        monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    else:
+        monkeypatch.setenv("SLURM_RESTART_COUNT", restarts)
+
+    slurm.continue_requeued_job(cfg)
+
+    assert cfg.ckpt_path == (str(last) if continued == "last" else continued)
+
+
+def test_requeued_job_prefers_lightnings_newer_hpc_checkpoint(tmp_path):
+    write_checkpoint(tmp_path / "checkpoints" / "last.ckpt", age=30)
+    write_checkpoint(tmp_path / "hpc_ckpt_1.ckpt", age=20)
+    newest = write_checkpoint(tmp_path / "hpc_ckpt_2.ckpt", age=10)
+    assert slurm.requeued_checkpoint(tmp_path) == newest
+    write_checkpoint(tmp_path / "checkpoints" / "last.ckpt", age=0)
+    assert slurm.requeued_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
+    assert slurm.requeued_checkpoint(tmp_path / "elsewhere") is None
 
 
 def test_a_refusal_without_known_words_lists_every_key_asked():
