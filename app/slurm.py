@@ -64,7 +64,10 @@ def cluster_nodes(partition: str | None) -> list[tuple[int, str]]:
     if shutil.which("sinfo") is None:
         return []
     command = ["sinfo", "-h", "-o", "%c|%G", *(["-p", partition] if partition else [])]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:  # no slurm.conf: sinfo would retry for a minute
+        return []
     nodes = []
     for line in done.stdout.splitlines() if done.returncode == 0 else []:
         cpus, _, gres = line.partition("|")
