@@ -43,6 +43,7 @@ import torch
 from PIL import Image
 
 from benchmarks.common import compose_config
+from tests import slurm_cluster
 from tests.classification_fakes import write_cifar10, write_image_folder, write_mit67
 from tests.fakes import (
     write_fake_ade20k,
@@ -242,11 +243,8 @@ def skip_reason(command: str) -> str | None:
     tokens = command.split()
     count = {key: int(t.split("=")[1]) for t in tokens for key in ("devices", "num_nodes")
              if t.startswith(f"trainer.{key}=")}
-    if SLURM in tokens:
-        if shutil.which("sbatch") is None:
-            return "SLURM command: no sbatch here (.ci/start_slurm.sh starts a local cluster)"
-        if subprocess.run(["sinfo", "-h"], capture_output=True).returncode != 0:
-            return "SLURM command: sinfo cannot reach a controller (.ci/start_slurm.sh starts one)"
+    if SLURM in tokens and slurm_cluster.unavailable():
+        return f"SLURM command: {slurm_cluster.unavailable()}"
     needs = count.get("devices", 1) * count.get("num_nodes", 1)
     if any(marker in tokens for marker in GPU_MARKERS) and torch.cuda.device_count() < needs:
         return f"needs {needs} CUDA device(s), found {torch.cuda.device_count()}"
