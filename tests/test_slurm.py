@@ -103,9 +103,14 @@ def wait_for(condition, what: str, timeout: float = 120) -> None:
 
 
 def test_sweep_of_two_jobs_runs_on_slurm_and_is_summarised(tmp_path):
-    finish(start_sweep(tmp_path, "optimizer.lr=1e-3,1e-2"))
+    # trainer.accelerator=auto (the default, which debug=smoke sets to cpu): this cluster has no GPU
+    finish(start_sweep(tmp_path, "optimizer.lr=1e-3,1e-2", "trainer.accelerator=auto"))
 
     sweep_dir = the_sweep_dir(tmp_path)
+    (script,) = (sweep_dir / ".submitit").glob("*/*_submission.sh")
+    requests = [line for line in script.read_text().splitlines() if line.startswith("#SBATCH")]
+    assert "#SBATCH --cpus-per-task=1" in requests, "no loader workers: one CPU per task"
+    assert not [line for line in requests if "gpu" in line or "gres" in line], requests
     with (sweep_dir / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(float(row["optimizer.lr"]) for row in rows) == [1e-3, 1e-2]
