@@ -94,7 +94,7 @@ else
 fi
 for _ in $(seq 60); do
     if (( $(idle_nodes) == nodes )); then
-        echo "slurm: ${names[*]} with $cpus CPUs each is up (state in $dir)"; exit 0
+        echo "slurm: ${names[*]} up, $cpus CPUs per node (state in $dir)"; exit 0
     fi
     sleep 0.5
 done
