@@ -25,7 +25,8 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
 fi
 
 idle_nodes() { sinfo -h -N -t idle -o %N 2>/dev/null | sort -u | wc -l; }
-if sinfo -h >/dev/null 2>&1; then
+# (without a slurm.conf, sinfo retries for a minute before it gives up)
+if [[ -e /etc/slurm/slurm.conf ]] && timeout 15 sinfo -h >/dev/null 2>&1; then
     running="$(sinfo -h -N -o '%N %t' | sort -u)"
     if [[ "$(wc -l <<< "$running")" == "$nodes" ]] && ! grep -Eq '\*|down|drain|fail' <<< "$running"; then
         echo "slurm: already running with $nodes node(s)"; exit 0
