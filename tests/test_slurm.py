@@ -118,6 +118,18 @@ def test_sweep_of_two_jobs_runs_on_slurm_and_is_summarised(tmp_path):
     assert "SLURM auto-requeueing enabled" in job_logs(sweep_dir), "Lightning saw the SLURM environment"
 
 
+def test_gpu_request_that_this_cpu_cluster_refuses_is_one_clean_error(tmp_path):
+    command = [sys.executable, "run.py", "-m", *CPU_SLURM, "trainer.accelerator=gpu"]
+    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "PROJECT_ROOT": str(tmp_path)},
+                          capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    block = " ".join(done.stderr.replace("│", " ").split())
+    assert "SLURM refused the job: sbatch: error: Invalid generic resource (gres) specification" in block
+    assert "gpus_per_node=1" in block and "Change hydra.launcher.gpus_per_node" in block
+
+
 def test_two_task_job_trains_with_ddp_across_slurm_tasks(tmp_path):
     finish(start_sweep(tmp_path, "trainer=ddp"))
 
