@@ -102,6 +102,7 @@ def wait_for(condition, what: str, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_sweep_of_two_jobs_runs_on_slurm_and_is_summarised(tmp_path):
     # trainer.accelerator=auto (the default, which debug=smoke sets to cpu): this cluster has no GPU
     finish(start_sweep(tmp_path, "optimizer.lr=1e-3,1e-2", "trainer.accelerator=auto"))
@@ -130,6 +131,8 @@ def test_gpu_request_that_this_cpu_cluster_refuses_is_one_clean_error(tmp_path):
     assert "gpus_per_node=1" in block and "Change hydra.launcher.gpus_per_node" in block
 
 
+@pytest.mark.slow
+@pytest.mark.ddp
 def test_two_task_job_trains_with_ddp_across_slurm_tasks(tmp_path):
     finish(start_sweep(tmp_path, "trainer=ddp"))
 
@@ -139,6 +142,7 @@ def test_two_task_job_trains_with_ddp_across_slurm_tasks(tmp_path):
     assert (sweep_dir / "0" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_job_signalled_for_preemption_is_requeued_and_resumes_from_its_checkpoint(tmp_path):
     epochs, batches = 6, 6
     process = start_sweep(tmp_path, f"trainer.max_epochs={epochs}", f"trainer.limit_train_batches={batches}",
@@ -199,6 +203,8 @@ def one_node_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
+@pytest.mark.ddp
 @two_nodes
 def test_two_node_job_has_a_rank_on_each_node_and_trains_like_two_processes_on_one(
         two_node_run, one_node_run):
@@ -216,6 +222,8 @@ def test_two_node_job_has_a_rank_on_each_node_and_trains_like_two_processes_on_o
     assert_same_result(run_dir, one_node_run)
 
 
+@pytest.mark.slow
+@pytest.mark.ddp
 @two_nodes
 def test_two_node_job_requeued_mid_training_continues_from_its_checkpoint_to_the_same_result(
         tmp_path, two_node_run):
