@@ -44,8 +44,10 @@ def run(cfg: DictConfig) -> float | None:
     if mode is not None:
         mode(cfg)
         return None
+    from app.slurm import continue_requeued_job
     from app.training import train
 
+    continue_requeued_job(cfg)
     metrics = train(cfg)
     monitored = cfg.monitor.metric
     return metrics.get(f"best/{monitored}", metrics.get(monitored))

@@ -1,4 +1,5 @@
-"""Imports point one way: core <- datamodules <- lightning_modules <- callbacks <- app <- run.py; the
+"""Imports point one way: core <- datamodules <- lightning_modules <- callbacks <- app <- hydra_plugins
+(the Hydra plugins of the project) <- run.py; the
 product never imports tests or benchmarks, and tests do not import benchmarks."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("core", "datamodules", "lightning_modules", "callbacks", "app", "run")
+LAYERS = ("core", "datamodules", "lightning_modules", "callbacks", "app", "hydra_plugins", "run")
 OUTSIDE = ("tests", "benchmarks", "examples")
 
 
@@ -27,7 +28,7 @@ def project_imports(path: Path) -> set[str]:
 def layer_files() -> list[tuple[str, Path]]:
     """(layer, file) for every Python file of the product."""
     files = [("run", ROOT / "run.py")]
-    for layer in LAYERS[:-1]:
+    for layer in LAYERS[:-1]:  # hydra_plugins is a namespace package: no __init__.py of its own
         files += [(layer, path) for path in sorted((ROOT / layer).rglob("*.py"))]
     return files
 

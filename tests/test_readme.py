@@ -21,8 +21,9 @@ Commands holding a SLOW token are marked `slow`: `pytest -m "not slow" tests/tes
 Pretrained weights (`model.weights=DEFAULT`, `weights_backbone=DEFAULT`, task=style's VGG19) come
 from a fixture TORCH_HOME holding random-valued state dicts under the exact file names that
 torchvision's weights enums download (`Weights.url`), written for whatever the composed config asks.
-Commands that need GPUs (GPU_MARKERS) skip without enough CUDA devices; SLURM commands need `sbatch`
-(the cluster of `.ci/start_slurm.sh`) and a GPU, as the README's launcher config asks for one.
+Commands that need GPUs (GPU_MARKERS) skip without enough CUDA devices; SLURM commands
+(`hydra/launcher=submitit_slurm`, marked `slurm`) run on the cluster of `.ci/start_slurm.sh` and skip
+without one (the launcher asks for GPUs only where trainer.accelerator does).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import torch
 from PIL import Image
 
 from app.compose import compose_config
+from tests import slurm_cluster
 from tests.classification_fakes import write_cifar10, write_image_folder, write_mit67
 from tests.fakes import (
     write_fake_ade20k,
@@ -221,8 +223,9 @@ GPU_MARKERS = ("trainer.accelerator=gpu", "strategy=fsdp", "precision=16-mixed")
 # Commands that take tens of seconds even as smoke runs on 2 CPU cores: ImageNet-size networks at
 # 224 px, several processes, a sweep of style jobs (each loads VGG19), 512 px style transfer, and the
 # benchmarks (whose --quick runs both sides).
+SLURM = "hydra/launcher=submitit_slurm"  # commands run as jobs of the local cluster: marked `slurm`
 SLOW = ("model=resnet50", "experiment=mit67", "deeplabv3", "efficientnet", "trainer.devices=",
-        "-m task=style", "data.image_size=512", "python benchmarks/")
+        "-m task=style", "data.image_size=512", "python benchmarks/", SLURM)
 PATH_LIKE = re.compile(r"^(/|~|.*<|.*\.(jpg|jpeg|png|ckpt|pth|pt)$|.*/$)")
 
 
@@ -240,11 +243,8 @@ def skip_reason(command: str) -> str | None:
     tokens = command.split()
     count = {key: int(t.split("=")[1]) for t in tokens for key in ("devices", "num_nodes")
              if t.startswith(f"trainer.{key}=")}
-    if "hydra/launcher=submitit_slurm" in tokens:
-        if shutil.which("sbatch") is None:
-            return "SLURM command: no sbatch here (.ci/start_slurm.sh starts a local cluster)"
-        if not torch.cuda.is_available():
-            return "SLURM command: its launcher asks for a GPU per task, and there is no CUDA device"
+    if SLURM in tokens and slurm_cluster.unavailable():
+        return f"SLURM command: {slurm_cluster.unavailable()}"
     needs = count.get("devices", 1) * count.get("num_nodes", 1)
     if any(marker in tokens for marker in GPU_MARKERS) and torch.cuda.device_count() < needs:
         return f"needs {needs} CUDA device(s), found {torch.cuda.device_count()}"
@@ -321,7 +321,8 @@ def test_the_readmes_show_commands_and_the_extraction_joins_continuations():
 def parametrized(commands: list[str]) -> list[object]:
     """One pytest parameter per command, id = the command, marked `slow` when it holds a SLOW token."""
     def marks(command: str) -> list[pytest.MarkDecorator]:
-        return [pytest.mark.slow] if any(token in command for token in SLOW) else []
+        slow = [pytest.mark.slow] if any(token in command for token in SLOW) else []
+        return slow + ([pytest.mark.slurm] if SLURM in command.split() else [])
 
     return [pytest.param(command, id=command, marks=marks(command)) for command in commands]
 
