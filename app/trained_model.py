@@ -10,8 +10,8 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from app.overrides import apply_overrides, chosen_option
-from core.contracts import CHECKPOINT_KEY, CLASSES_KEY
+from app.overrides import apply_overrides, chosen_option, override_key
+from core.contracts import CHECKPOINT_KEY, CLASSES_KEY, stride_follows_crop
 from core.errors import CheckpointError, ConfigError
 from lightning_modules.checkpoint_io import read_checkpoint
 
@@ -45,6 +45,7 @@ def load_checkpoint(ckpt_path: str | None, overrides: Sequence[str]) -> tuple[Di
     config = OmegaConf.create(checkpoint[CHECKPOINT_KEY])
     check_task(str(config.get("task_name")), overrides, str(path))
     apply_overrides(config, overrides, STORED_GROUPS)
+    stride_follows_crop(config.task, [override_key(o) for o in overrides])
     return config, checkpoint
 
 

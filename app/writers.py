@@ -52,12 +52,11 @@ class PredictionWriter(BasePredictionWriter):
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
                            dataloader_idx: int = 0) -> None:
         self.skipped += prediction["skipped"]
-        if prediction["probabilities"] is not None:
-            for position, index in enumerate(prediction["index"]):
-                self.write_one(index, prediction["probabilities"][position], prediction["sizes"][position])
-                self.written += 1
+        for index, probabilities in zip(prediction["index"], prediction["probabilities"], strict=True):
+            self.write_one(index, probabilities)
+            self.written += 1
 
-    def write_one(self, index: int, probabilities: torch.Tensor, size: tuple[int, int]) -> None:
+    def write_one(self, index: int, probabilities: torch.Tensor) -> None:
         """Write or keep the result of input `index`."""
         raise NotImplementedError
 
@@ -96,7 +95,7 @@ class ClassificationWriter(PredictionWriter):
         self.contact_sheet_images = contact_sheet_images
         self.rows: list[tuple[int, list[int], list[float]]] = []
 
-    def write_one(self, index: int, probabilities: torch.Tensor, size: tuple[int, int]) -> None:
+    def write_one(self, index: int, probabilities: torch.Tensor) -> None:
         top = probabilities.topk(self.top_k)
         self.rows.append((index, top.indices.tolist(), top.values.tolist()))
 
@@ -108,11 +107,12 @@ class ClassificationWriter(PredictionWriter):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with open(self.output_dir / "predictions.csv", "w", newline="") as file:
             writer = csv.writer(file)
-            writer.writerow(["path", *(f"{kind}{k}" for k in range(1, self.top_k + 1)
-                                       for kind in ("class", "prob"))])
+            writer.writerow(["path", "name", "index", *(f"{kind}{k}" for k in range(1, self.top_k + 1)
+                                                      for kind in ("class", "prob"))])
             for index, classes, probs in rows:
-                writer.writerow([str(self.paths[index]), *(value for c, p in zip(classes, probs, strict=True)
-                                                           for value in (self.classes[c], f"{p:.6f}"))])
+                top = (value for c, p in zip(classes, probs, strict=True)
+                       for value in (self.classes[c], f"{p:.6f}"))
+                writer.writerow([str(self.paths[index]), self.names[index], index, *top])
         if rows and self.contact_sheet_images:
             self.contact_sheet(rows[: self.contact_sheet_images], trainer)
 
@@ -155,8 +155,7 @@ class SegmentationWriter(PredictionWriter):
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def write_one(self, index: int, probabilities: torch.Tensor, size: tuple[int, int]) -> None:
-        probabilities = probabilities[:, : size[0], : size[1]]
+    def write_one(self, index: int, probabilities: torch.Tensor) -> None:
         mask = probabilities.argmax(0)
         self.pixel_counts += torch.bincount(mask.flatten(), minlength=len(self.classes))
         palette_mask = Image.fromarray(mask.to(torch.uint8).numpy(), mode="P")

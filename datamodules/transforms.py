@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+
+from core.contracts import Preprocessing
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -113,18 +115,19 @@ def segmentation_eval(mean: Sequence[float], std: Sequence[float]) -> v2.Compose
     return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
 
-def preprocessing_transform(spec: Mapping[str, Any]) -> v2.Compose:
+def preprocessing_transform(preprocessing: Preprocessing) -> v2.Compose:
     """A new image (uint8 CxHxW) -> network input, as a datamodule's `inference_preprocessing` describes.
 
-    `resize`: null (keep the size), an int (shorter side, then `center_crop`) or [height, width].
+    `resize`: None (keep the size), an int (shorter side, then `center_crop`) or (height, width).
     """
     steps: list[Any] = [v2.ToImage()]
-    resize = spec.get("resize")
+    resize = preprocessing.resize
     if resize is not None:
         steps.append(v2.Resize(resize if isinstance(resize, int) else list(resize), antialias=True))
-    if spec.get("center_crop") is not None:
-        steps.append(v2.CenterCrop(spec["center_crop"]))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(spec["mean"]), list(spec["std"]))]
+    if preprocessing.center_crop is not None:
+        steps.append(v2.CenterCrop(preprocessing.center_crop))
+    steps += [v2.ToDtype(torch.float32, scale=True),
+              v2.Normalize(list(preprocessing.mean), list(preprocessing.std))]
     return v2.Compose(steps)
 
 

@@ -65,8 +65,8 @@ def test_unet_exports_with_dynamic_height_and_width_and_predicts_the_checkpoints
     run_in_process(tmp_path / "onnx", "task=segment", f"predict.input={tmp_path / 'scenes'}",
                    f"predict.model={tmp_path / 'export' / 'export' / 'model.onnx'}", "debug=smoke")
     for scene in scenes:
-        eager = np.array(Image.open(tmp_path / "eager" / "masks" / f"{scene.stem}.png"))
-        exported = np.array(Image.open(tmp_path / "onnx" / "masks" / f"{scene.stem}.png"))
+        eager = np.array(Image.open(tmp_path / "eager" / "masks" / f"{scene.name}.png"))
+        exported = np.array(Image.open(tmp_path / "onnx" / "masks" / f"{scene.name}.png"))
         assert eager.shape == exported.shape and (eager == exported).mean() > 0.999
 
 

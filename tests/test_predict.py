@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from app.inputs import list_inputs, output_names
+from app.inputs import list_inputs
+from datamodules.image_files import output_names
 from core.errors import CheckpointError, DataError
 from lightning_modules.inference import classify_logits, segment_logits, slide_logits, window_starts
 from tests.inference_helpers import (
@@ -98,7 +99,7 @@ def test_inputs_from_a_folder_recursively_a_glob_a_list_file_and_one_image(tmp_p
     (tmp_path / "list.txt").write_text("a.png\n\n# a comment\nsub/b.jpg\n")
     assert list_inputs(str(tmp_path / "list.txt")) == [tmp_path / "a.png", tmp_path / "sub" / "b.jpg"]
     assert list_inputs(str(tmp_path / "a.png")) == [tmp_path / "a.png"]
-    assert output_names(list_inputs(str(tmp_path))) == ["a", "sub/b", "sub/deeper/c"]
+    assert output_names(list_inputs(str(tmp_path))) == ["a.png", "sub/b.jpg", "sub/deeper/c.PNG"]
 
 
 def test_missing_and_empty_inputs_say_so(tmp_path):
@@ -138,7 +139,8 @@ def test_unreadable_files_are_listed_and_skipped_and_the_others_written(tmp_path
     assert sorted(Path(p).name for p in predictions) == ["good.png", "wide.png"]
     assert "broken.png" in (run_dir / "skipped.txt").read_text()
     with open(run_dir / "predictions.csv") as file:
-        assert next(csv.reader(file)) == ["path", "class1", "prob1", "class2", "prob2", "class3", "prob3"]
+        assert next(csv.reader(file)) == ["path", "name", "index", "class1", "prob1", "class2", "prob2",
+                                          "class3", "prob3"]
 
 
 def test_a_folder_of_only_unreadable_files_is_an_error(tmp_path, tmp_path_factory):
@@ -175,12 +177,12 @@ def test_segmentation_writes_palette_masks_overlays_probabilities_and_class_frac
                    "task.crop_size=24", "task.tta.flip=true", "debug=smoke")
     for path in paths:
         size = Image.open(path).size
-        with Image.open(run_dir / "masks" / f"{path.stem}.png") as mask:
+        with Image.open(run_dir / "masks" / f"{path.name}.png") as mask:
             assert mask.mode == "P" and mask.size == size
             assert mask.getpalette()[3:6] == [128, 0, 0]  # VOC: class 1 maroon
             classes = np.array(mask)
-        assert Image.open(run_dir / "overlays" / f"{path.stem}.png").size == size
-        probabilities = np.load(run_dir / "probabilities" / f"{path.stem}.npy")
+        assert Image.open(run_dir / "overlays" / f"{path.name}.png").size == size
+        probabilities = np.load(run_dir / "probabilities" / f"{path.name}.npy")
         assert probabilities.shape == (11, size[1], size[0])
         assert np.allclose(probabilities.sum(0), 1, atol=1e-5)
         assert (probabilities.argmax(0) == classes).all()
