@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from app.inputs import list_inputs
-from datamodules.image_files import output_names
 from core.errors import CheckpointError, DataError
+from datamodules.image_files import output_names
 from lightning_modules.inference import classify_logits, segment_logits, slide_logits, window_starts
 from tests.inference_helpers import (
     QUIET,
