@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from app.inputs import list_inputs
-from core.errors import CheckpointError, DataError
+from core.contracts import SegmentationInference
+from core.errors import CheckpointError, ConfigError, DataError
 from datamodules.image_files import output_names
 from lightning_modules.inference import classify_logits, segment_logits, slide_logits, window_starts
 from tests.inference_helpers import (
@@ -24,7 +25,7 @@ from tests.inference_helpers import (
     write_digit_test_pngs,
     write_scene_pngs,
 )
-from tests.run_py import python
+from tests.run_py import python, run_py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +43,33 @@ def read_predictions(run_dir: Path) -> dict[str, str]:
 ])
 def test_window_starts_cover_the_side_and_end_at_its_edge(size, crop, stride, starts):
     assert window_starts(size, crop, stride) == starts
+
+
+@pytest.mark.parametrize(("size", "crop", "stride"), [(10, 4, 6), (20, 4, 5), (9, 3, 4)])
+def test_windows_that_would_leave_pixels_uncovered_are_refused(size, crop, stride):
+    with pytest.raises(ValueError, match="uncovered"):
+        window_starts(size, crop, stride)
+
+
+def test_every_pixel_is_covered_for_any_stride_up_to_the_window():
+    for size in range(1, 40):
+        for crop in range(1, 12):
+            for stride in range(1, crop + 1):
+                covered = set()
+                for start in window_starts(size, crop, stride):
+                    covered |= set(range(start, min(start + crop, size)))
+                assert covered == set(range(size)), (size, crop, stride)
+
+
+def test_a_stride_larger_than_the_window_is_refused_for_training_and_prediction(tmp_path, tmp_path_factory):
+    with pytest.raises(ConfigError, match="task.stride=48 is larger than task.crop_size=32"):
+        SegmentationInference.from_task({"inference": "slide", "crop_size": 32, "stride": 48})
+    checkpoint = small_unet(tmp_path_factory.getbasetemp())
+    write_scene_pngs(tmp_path / "scenes", sizes=(32,))
+    done = run_py(tmp_path, f"predict.input={tmp_path / 'scenes'}", f"ckpt_path={checkpoint}",
+                  "task.inference=slide", "task.crop_size=16", "task.stride=24", check=False)
+    assert done.returncode == 2 and "ConfigError" in done.stderr and "Traceback" not in done.stderr
+    assert "stripes of 8 px" in " ".join(done.stderr.replace("│", " ").split())
 
 
 def test_slide_averages_the_logits_of_overlapping_windows():
