@@ -1,6 +1,6 @@
-"""The command line rewritten before Hydra reads it: numeric group options quoted, a trained model's own
-task and stored keys for predict and export, `ckpt_path=latest` resolved to a run directory, a resumed
-run's Hydra files kept apart from the original's."""
+"""The command line rewritten before Hydra reads it: numeric group options and non-ASCII values quoted, a
+trained model's own task and stored keys for predict and export, `ckpt_path=latest` resolved to a run
+directory, a resumed run's Hydra files kept apart from the original's."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 def rewritten(argv: list[str]) -> list[str]:
     """`sys.argv` as Hydra should see it."""
-    return keep_original_run_files(continue_latest_run(trained_model_keys(quote_numeric_choices(argv))))
+    quoted = quote_non_ascii_values(quote_numeric_choices(argv))
+    return keep_original_run_files(continue_latest_run(trained_model_keys(quoted)))
 
 
 def quote_numeric_choices(argv: list[str], groups: tuple[str, ...] = ("precision",)) -> list[str]:
@@ -29,6 +30,18 @@ def quote_numeric_choices(argv: list[str], groups: tuple[str, ...] = ("precision
         return match.group(1) + ",".join(values)
 
     return [pattern.sub(quote, arg) for arg in argv]
+
+
+def quote_non_ascii_values(argv: list[str]) -> list[str]:
+    """Quote a plain value with non-ASCII characters (`predict.input=写真/`): Hydra's grammar refuses them
+    unquoted. Values holding quotes, brackets or commas (lists, sweeps) are left as written."""
+    def quoted(arg: str) -> str:
+        key, equals, value = arg.partition("=")
+        if not equals or value.isascii() or set(value) & set("'\"[]{},"):
+            return arg
+        return f"{key}='{value}'"
+
+    return [argv[0], *map(quoted, argv[1:])]
 
 
 STORED_GROUPS = ("data", "model", "task")  # what a trained model's stored config decides

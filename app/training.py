@@ -66,7 +66,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
     checkpoint = trainer.checkpoint_callback
-    if checkpoint is not None and checkpoint.best_model_score is not None:
+    if cfg.train and checkpoint is not None and checkpoint.best_model_score is not None:
         metrics[f"best/{checkpoint.monitor}"] = float(checkpoint.best_model_score)
     log_hyperparameters_with_metrics(trainer.loggers, hyperparameters, metrics)
     if trainer.is_global_zero:

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from callbacks.figure_logging import tensorboard_writer
-from core.figures import overlay, subplot_grid, voc_palette
+from core.figures import drawable, overlay, subplot_grid, title_fonts, voc_palette
 from datamodules.image_files import read_image
 
 
@@ -123,11 +123,15 @@ class ClassificationWriter(PredictionWriter):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        fonts = title_fonts()
         figure, axes = subplot_grid(len(rows), cell_height=2.3)
         for ax, (index, classes, probs) in zip(axes.flat, rows, strict=False):
             ax.imshow(read_image(self.paths[index], "RGB").permute(1, 2, 0).numpy())
-            title = f"{self.names[index][-18:]}\n{self.classes[classes[0]]} ({probs[0]:.2f})"
-            ax.set_title(title, fontsize=8)
+            name, predicted = self.names[index][-18:], self.classes[classes[0]]
+            # what no installed font can draw is named by what predictions.csv holds beside it
+            name = name if drawable(name, fonts) else f"#{index}"
+            predicted = predicted if drawable(predicted, fonts) else f"class {classes[0]}"
+            ax.set_title(f"{name}\n{predicted} ({probs[0]:.2f})", fontsize=8, fontfamily=fonts)
         figure.tight_layout()
         figure.savefig(self.output_dir / "contact_sheet.png", dpi=80)
         writer = tensorboard_writer(trainer)
