@@ -1,5 +1,6 @@
-"""The command line rewritten before Hydra reads it: numeric group options quoted, `ckpt_path=latest`
-resolved to a run directory, a resumed run's Hydra files kept apart from the original's."""
+"""The command line rewritten before Hydra reads it: numeric group options and non-ASCII values quoted, a
+trained model's own task and stored keys for predict and export, `ckpt_path=latest` resolved to a run
+directory, a resumed run's Hydra files kept apart from the original's."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 def rewritten(argv: list[str]) -> list[str]:
     """`sys.argv` as Hydra should see it."""
-    return keep_original_run_files(continue_latest_run(quote_numeric_choices(argv)))
+    quoted = quote_non_ascii_values(quote_numeric_choices(argv))
+    return keep_original_run_files(continue_latest_run(trained_model_keys(quoted)))
 
 
 def quote_numeric_choices(argv: list[str], groups: tuple[str, ...] = ("precision",)) -> list[str]:
@@ -28,6 +30,102 @@ def quote_numeric_choices(argv: list[str], groups: tuple[str, ...] = ("precision
         return match.group(1) + ",".join(values)
 
     return [pattern.sub(quote, arg) for arg in argv]
+
+
+def quote_non_ascii_values(argv: list[str]) -> list[str]:
+    """Quote a plain value with non-ASCII characters (`predict.input=写真/`): Hydra's grammar refuses them
+    unquoted. Values holding quotes, brackets or commas (lists, sweeps) are left as written."""
+    def quoted(arg: str) -> str:
+        key, equals, value = arg.partition("=")
+        if not equals or value.isascii() or set(value) & set("'\"[]{},"):
+            return arg
+        return f"{key}='{value}'"
+
+    return [argv[0], *map(quoted, argv[1:])]
+
+
+STORED_GROUPS = ("data", "model", "task")  # what a trained model's stored config decides
+
+
+def trained_model_keys(argv: list[str]) -> list[str]:
+    """Predict and export (`predict.input=`, `export.format=`) with `ckpt_path=` or `predict.model=`:
+    the command line that composes the trained model's task (unless it names one), drops a `data=`
+    option naming the checkpoint's own datamodule, and writes each `data.*`, `model.*` or `task.*` key
+    of the stored config as `++key=value`, so that it overrides the stored value whether or not the
+    composed config has the key (`data.root`, `data.resize_size`, `task.inference`, ...)."""
+    options = {key: value for key, _, value in (arg.partition("=") for arg in argv[1:])}
+    if not any(unquoted(options.get(key)) for key in ("predict.input", "export.format")):
+        return argv
+    stored = stored_config(unquoted(options.get("ckpt_path")), unquoted(options.get("predict.model")))
+    if stored is None:
+        return argv
+    rewritten_argv = [argv[0]]
+    for arg in argv[1:]:
+        key, equals, value = arg.partition("=")
+        if key == "data" and equals and same_datamodule(unquoted(value), stored):
+            continue  # the checkpoint's data config is used: composing the group adds nothing
+        if equals and key.split(".")[0] in STORED_GROUPS and "." in key and has_key(stored, key):
+            arg = f"++{key}={value}"
+        rewritten_argv.append(arg)
+    task = stored.get("task_name")
+    if "task" not in options and task and (CONF_DIR / "task" / f"{task}.yaml").is_file():
+        rewritten_argv.append(f"task={task}")
+    return rewritten_argv
+
+
+def unquoted(value: str | None) -> str | None:
+    """A command-line value without its quotes; None for a missing or null one."""
+    value = None if value is None else value.strip("'\"")
+    return None if value in (None, "", "null") else value
+
+
+def stored_config(ckpt_path: str | None, model_path: str | None) -> dict | None:
+    """The run config stored in checkpoint `ckpt_path`, or what an export's model.json holds of it
+    (task name and options); None when there is none to read (the mode then says why)."""
+    from core.errors import VisionlabError
+
+    try:
+        if model_path:
+            from app.runtime import read_model_info
+
+            info = read_model_info(model_path)
+            return {"task_name": info.task, "task": info.task_options}
+        path = Path(ckpt_path).expanduser() if ckpt_path else None
+        if path is not None and ckpt_path not in ("last", "latest", "best", "hpc") and path.is_file():
+            from core.contracts import CHECKPOINT_KEY
+            from lightning_modules.checkpoint_io import read_checkpoint
+
+            stored = read_checkpoint(path, mmap=True)
+            return stored.get(CHECKPOINT_KEY) if isinstance(stored, dict) else None
+    except VisionlabError:
+        return None
+    return None
+
+
+def has_key(config: dict, dotted: str) -> bool:
+    """Whether the nested dict `config` has the dotted key."""
+    node: object = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def same_datamodule(option: str | None, stored: dict) -> bool:
+    """Whether `data=option` builds the datamodule class of the stored config; a ConfigError when it
+    builds another (predict and export use the checkpoint's data config, never another dataset's)."""
+    path = CONF_DIR / "data" / f"{option}.yaml"
+    stored_target = (stored.get("data") or {}).get("_target_")
+    if option is None or not path.is_file() or stored_target is None:
+        return False
+    if OmegaConf.load(path).get("_target_") == stored_target:
+        return True
+    raise ConfigError(
+        f"data={option} builds {OmegaConf.load(path).get('_target_')}, but the checkpoint was trained on "
+        f"{stored_target}. Predict and export read images as the checkpoint's data config says: drop "
+        f"data={option} (give data.* keys, e.g. data.root=..., to change its values)."
+    )
 
 
 def continue_latest_run(argv: list[str]) -> list[str]:

@@ -113,7 +113,11 @@ def run_summary(cfg: DictConfig, trainer: Any, metrics: dict[str, float]) -> str
         lines.append("  " + ", ".join(tested))
     lines.append(f"  all final metrics: {shown(output_dir / 'metrics.json')}")
     checkpoint = trainer.checkpoint_callback
-    if checkpoint is not None and checkpoint.best_model_path:
+    if not cfg.train:  # the callback's state is the training run's, restored from the checkpoint
+        from app.checks import checkpoint_to_read
+
+        lines.append(f"  evaluated checkpoint: {shown(checkpoint_to_read(cfg) or cfg.ckpt_path)}")
+    elif checkpoint is not None and checkpoint.best_model_path:
         lines.append(f"  best checkpoint: {shown(checkpoint.best_model_path)}")
     if (output_dir / "checkpoints").is_dir():
         lines.append(f"  checkpoints: {shown(output_dir / 'checkpoints')}/")

@@ -7,33 +7,45 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from app.exporters import export_network
-from app.inputs import PredictionInputs, collate_inputs, list_inputs
+from app.inputs import PredictionInputs, list_inputs
 from app.overrides import command_line_overrides
 from app.trained_model import build_from_checkpoint, class_names, load_checkpoint
+from core.contracts import ModelInfo, Preprocessing
 from core.errors import DataError
 from datamodules.transforms import preprocessing_transform
 
 
-def verification_samples(cfg: DictConfig, datamodule: Any, preprocessing: dict[str, Any]) -> torch.Tensor:
-    """`export.samples` images: from `export.verify_input`, or else the first test batch."""
+def verification_samples(cfg: DictConfig, datamodule: Any, preprocessing: Preprocessing) -> torch.Tensor:
+    """`export.samples` images: from `export.verify_input` (cropped to the size they share), or else the
+    first test batch."""
     count = int(cfg.export.samples)
     if cfg.export.verify_input:
         inputs = PredictionInputs(list_inputs(str(cfg.export.verify_input))[:count],
-                                  preprocessing_transform(preprocessing), preprocessing["mode"])
-        images = collate_inputs([inputs[i] for i in range(len(inputs))])["images"]
-        if images is None:
+                                  preprocessing_transform(preprocessing), preprocessing.mode)
+        images = [image for i in range(len(inputs)) if (image := inputs[i]["image"]) is not None]
+        if not images:
             raise DataError(f"export.verify_input={cfg.export.verify_input}: no readable image.")
-        return images
+        height, width = (min(image.shape[dim] for image in images) for dim in (-2, -1))
+        return torch.stack([image[..., :height, :width] for image in images])
     try:
         datamodule.setup("test")
         return next(iter(datamodule.test_dataloader()))[0][:count]
     except (FileNotFoundError, ValueError, OSError) as err:
         raise DataError(f"Export verifies on real samples, and the checkpoint's test data cannot be read "
                         f"({err}). Give images to verify on with export.verify_input=PATH.") from err
+
+
+def task_options(module: pl.LightningModule) -> dict[str, Any]:
+    """The trained module's test/predict options as `task.*` keys, resolved (a slide stride included)."""
+    inference = getattr(module, "inference", None)
+    if inference is not None:
+        return inference.task_options()
+    return {"tta": {"flip": bool(getattr(module, "tta_flip", False))}}
 
 
 def export(cfg: DictConfig) -> Path:
@@ -46,14 +58,12 @@ def export(cfg: DictConfig) -> Path:
     folder = Path(cfg.paths.output_dir) / "export"
     path, facts = export_network(module.net, str(cfg.export.format), folder, samples, int(cfg.export.opset),
                                  dynamic_hw=task == "segment", tolerance=float(cfg.export.tolerance))
-    task_options = {k: v for k, v in OmegaConf.to_container(config.task, resolve=True).items()
-                    if k in ("inference", "crop_size", "stride", "tta")}
-    info = {"task": task, "classes": class_names(checkpoint, int(config.data.num_classes)),
-            "num_classes": int(config.data.num_classes), "channels": int(config.data.channels),
-            "input_size": None if task == "segment" else [int(config.data.image_size)] * 2,
-            "mean": preprocessing["mean"], "std": preprocessing["std"], "preprocessing": preprocessing,
-            "ignore_index": config.data.get("ignore_index"), "task_options": task_options,
-            "checkpoint": str(Path(cfg.ckpt_path).resolve()), **facts}
-    (folder / "model.json").write_text(json.dumps(info, indent=2))
+    info = ModelInfo(task=task, classes=class_names(checkpoint, int(config.data.num_classes)),
+                     num_classes=int(config.data.num_classes), channels=int(config.data.channels),
+                     input_size=None if task == "segment" else [int(config.data.image_size)] * 2,
+                     preprocessing=preprocessing, ignore_index=config.data.get("ignore_index"),
+                     task_options=task_options(module), checkpoint=str(Path(cfg.ckpt_path).resolve()),
+                     **facts)
+    (folder / "model.json").write_text(json.dumps(info.to_json(), indent=2))
     print(f"Exported {path} and {folder / 'model.json'}")
     return path

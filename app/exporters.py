@@ -135,7 +135,7 @@ def first_differing_layer(net: nn.Module, sample: torch.Tensor, fmt: str, opset:
                     export_onnx(module, layer_input, path, opset, dynamic_hw=False)
                 else:
                     export_torchscript(module, layer_input, path)
-                got = ExportedModel(path, info={})(layer_input)
+                got = ExportedModel(path)(layer_input)
             except ExportError as err:
                 return f"layer {name} ({type(module).__name__}) does not export: {err}"
             difference = float((got - layer_output).abs().max()) / max(1.0, float(layer_output.abs().max()))
@@ -163,7 +163,7 @@ def export_network(net: nn.Module, fmt: str, folder: Path, samples: torch.Tensor
         height, width = samples.shape[-2:]
         batches.append(torch.nn.functional.interpolate(samples[:3], size=(height + 16, width + 8),
                                                        mode="bilinear", align_corners=False))
-    difference = max_difference(net, ExportedModel(path, info={}), batches)
+    difference = max_difference(net, ExportedModel(path), batches)
     print(f"Verified {path.name} against the eager network on {len(samples)} sample(s)"
           f"{' and at ' + str(tuple(batches[-1].shape[-2:])) if dynamic else ''}: max |difference| "
           f"{difference:.3g} (relative to max(1, |logit|); tolerance {tolerance:g})")

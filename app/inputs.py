@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import glob
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from core.errors import DataError
-from datamodules.image_files import UnreadableImageError, read_image
+from datamodules.image_files import UnreadableImageError, output_names, read_image
 
 GLOB_CHARACTERS = set("*?[")
 
@@ -50,13 +48,6 @@ def list_inputs(spec: str) -> list[Path]:
     return found
 
 
-def output_names(paths: Sequence[Path]) -> list[str]:
-    """Each input's path relative to the inputs' common folder, without extension: its output name."""
-    resolved = [p.resolve() for p in paths]
-    root = Path(os.path.commonpath([p.parent for p in resolved]))
-    return [str(p.relative_to(root).with_suffix("")) for p in resolved]
-
-
 class PredictionInputs(Dataset):
     """Images read from `paths` and preprocessed; an unreadable file gives `image=None` (skipped, listed)."""
 
@@ -79,18 +70,15 @@ class PredictionInputs(Dataset):
 
 
 def collate_inputs(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A batch of the readable images padded right/bottom to the largest (zeros: the mean colour)."""
+    """A batch of the readable images in groups of one size, each group one tensor: every image is
+    predicted at its own size, never padded, so its result does not depend on the other images."""
     readable = [s for s in samples if s["image"] is not None]
-    batch: dict[str, Any] = {
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for position, sample in enumerate(readable):
+        by_size.setdefault(tuple(sample["image"].shape), []).append(position)
+    return {
         "index": [s["index"] for s in readable],
-        "sizes": [tuple(s["image"].shape[-2:]) for s in readable],
         "skipped": [(s["index"], s["error"]) for s in samples if s["image"] is None],
-        "images": None,
+        "groups": [(positions, torch.stack([readable[p]["image"] for p in positions]))
+                   for positions in by_size.values()],
     }
-    if readable:
-        height = max(h for h, _ in batch["sizes"])
-        width = max(w for _, w in batch["sizes"])
-        batch["images"] = torch.stack([F.pad(s["image"], (0, width - s["image"].shape[-1],
-                                                          0, height - s["image"].shape[-2]))
-                                       for s in readable])
-    return batch

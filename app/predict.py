@@ -3,6 +3,7 @@ task's prediction writer."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,11 @@ from torch.utils.data import DataLoader
 
 from app.build import instantiate_all
 from app.inputs import PredictionInputs, collate_inputs, list_inputs
-from app.overrides import apply_overrides, command_line_overrides
-from app.runtime import ExportedModel
+from app.overrides import apply_overrides, command_line_overrides, override_key
+from app.runtime import ExportedModel, read_model_info
 from app.trained_model import build_from_checkpoint, check_task, class_names, load_checkpoint
 from app.writers import ClassificationWriter, PredictionWriter, SegmentationWriter
+from core.contracts import ModelInfo, Preprocessing, SegmentationInference, stride_follows_crop
 from core.errors import DataError
 from datamodules.transforms import preprocessing_transform
 from lightning_modules.inference import classify_logits, predict_batch, segment_logits
@@ -25,22 +27,27 @@ from lightning_modules.inference import classify_logits, predict_batch, segment_
 class ExportedTask(pl.LightningModule):
     """Predicts with an exported model (onnxruntime or torch.jit) in Lightning's predict loop."""
 
-    def __init__(self, model: ExportedModel, task: str, options: dict[str, Any]) -> None:
+    def __init__(self, model: ExportedModel, task: str, task_options: Mapping[str, Any]) -> None:
         super().__init__()
         self.model = model
-        self.task = task
-        self.options = options
+        self.flip = bool((task_options.get("tta") or {}).get("flip"))
+        self.inference = SegmentationInference.from_task(task_options) if task == "segment" else None
 
     def inference_logits(self, images: torch.Tensor) -> torch.Tensor:
-        if self.task == "classify":
-            return classify_logits(self.model, images, flip=bool(self.options.get("tta", {}).get("flip")))
-        options = {k: self.options.get(k) for k in ("inference", "crop_size", "stride")}
-        tta = self.options.get("tta") or {}
-        return segment_logits(self.model, images, flip=bool(tta.get("flip")),
-                              scales=tta.get("scales") or [1.0], **options)
+        if self.inference is None:
+            return classify_logits(self.model, images, flip=self.flip)
+        return segment_logits(self.model, images, **self.inference.logits_options())
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         return predict_batch(batch, self.inference_logits)
+
+
+def exported_task_options(info: ModelInfo, overrides: Sequence[str]) -> dict[str, Any]:
+    """An export's task options with the command line's `task.*` overrides, as a checkpoint's get them."""
+    options = OmegaConf.create({"task": info.task_options})
+    apply_overrides(options, overrides, ("task",))
+    stride_follows_crop(options.task, [override_key(o) for o in overrides])
+    return OmegaConf.to_container(options.task)
 
 
 def make_writer(task: str, cfg: DictConfig, inputs: PredictionInputs, classes: list[str]) -> PredictionWriter:
@@ -53,13 +60,13 @@ def make_writer(task: str, cfg: DictConfig, inputs: PredictionInputs, classes: l
                               cfg.predict.overlay_alpha)
 
 
-def run_predict_loop(cfg: DictConfig, module: pl.LightningModule, task: str, preprocessing: dict[str, Any],
+def run_predict_loop(cfg: DictConfig, module: pl.LightningModule, task: str, preprocessing: Preprocessing,
                      classes: list[str], num_workers: int) -> PredictionWriter:
     """List the inputs, then Lightning's predict loop with the task's writer (DDP splits the inputs)."""
     from hydra.utils import instantiate
 
     inputs = PredictionInputs(list_inputs(str(cfg.predict.input)), preprocessing_transform(preprocessing),
-                              preprocessing["mode"])
+                              preprocessing.mode)
     loader = DataLoader(inputs, batch_size=cfg.predict.batch_size, num_workers=num_workers,
                         collate_fn=collate_inputs)
     writer = make_writer(task, cfg, inputs, classes)
@@ -77,12 +84,10 @@ def predict(cfg: DictConfig) -> None:
     overrides = command_line_overrides()
     if cfg.predict.model:
         model = ExportedModel(cfg.predict.model)
-        check_task(model.info["task"], overrides, str(cfg.predict.model))
-        options = OmegaConf.create({"task": model.info.get("task_options", {})})
-        apply_overrides(options, overrides, ("task",))
-        module = ExportedTask(model, model.info["task"], OmegaConf.to_container(options.task))
-        run_predict_loop(cfg, module, model.info["task"], model.info["preprocessing"], model.info["classes"],
-                         num_workers=0)
+        info = read_model_info(cfg.predict.model)
+        check_task(info.task, overrides, str(cfg.predict.model))
+        module = ExportedTask(model, info.task, exported_task_options(info, overrides))
+        run_predict_loop(cfg, module, info.task, info.preprocessing, info.classes, num_workers=0)
         return
     config, checkpoint = load_checkpoint(cfg.ckpt_path, overrides)
     datamodule, module = build_from_checkpoint(config, checkpoint)

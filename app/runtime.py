@@ -7,23 +7,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from core.contracts import ModelInfo
 from core.errors import CheckpointError
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 
 
-def read_model_info(model_path: str | Path) -> dict[str, Any]:
+def read_model_info(model_path: str | Path) -> ModelInfo:
     """The `model.json` written beside an exported model."""
     info_path = Path(model_path).with_name("model.json")
     if not info_path.is_file():
         raise CheckpointError(f"{info_path} is missing: an exported model needs the model.json written "
                               "beside it by `python run.py export.format=...` (class names, preprocessing).")
-    return json.loads(info_path.read_text())
+    try:
+        data = json.loads(info_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{info_path} is not valid JSON ({err}): export the model again.") from err
+    return ModelInfo.from_json(data, str(info_path))
 
 
 def onnx_providers() -> list[str]:
@@ -35,14 +39,14 @@ def onnx_providers() -> list[str]:
 
 
 class ExportedModel:
-    """A callable (N, C, H, W) float tensor -> logits tensor over an exported file, with its `info`."""
+    """A callable (N, C, H, W) float tensor -> logits tensor over an exported file (its model.json aside:
+    `read_model_info`)."""
 
-    def __init__(self, path: str | Path, info: dict[str, Any] | None = None) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise CheckpointError(f"predict.model={self.path}: no such file. Export one with "
                                   "`python run.py export.format=onnx ckpt_path=...`.")
-        self.info = info if info is not None else read_model_info(self.path)
         if self.path.suffix == ".onnx":
             import onnxruntime
 

@@ -13,23 +13,37 @@ from omegaconf import DictConfig, OmegaConf
 
 from app.build import build
 from app.console import run_summary
+from app.trained_model import differing_options, misfit_reason
 from core.errors import CheckpointError
 
 
 @contextmanager
-def checkpoint_loading(ckpt_path: Any) -> Iterator[None]:
-    """Turn a state dict that does not fit the network into a CheckpointError naming the file."""
+def checkpoint_loading(ckpt_path: Any, cfg: DictConfig) -> Iterator[None]:
+    """Turn a state dict that does not fit the network into a CheckpointError naming the file and the
+    model options that differ from the checkpoint's run (every checkpoint stores its run's config)."""
     try:
         yield
     except RuntimeError as error:
         if "Error(s) in loading state_dict" not in str(error):
             raise
-        lines = str(error).splitlines()
-        shown = "\n".join(line[:300] for line in lines[:4])
-        raise CheckpointError(
-            f"Checkpoint {ckpt_path} does not fit the network this run builds:\n{shown}\n"
-            "Use the model= and data.num_classes that the checkpoint was trained with."
-        ) from error
+        raise CheckpointError(f"Checkpoint {ckpt_path} does not fit the network this run builds:\n"
+                              f"{misfit_details(ckpt_path, cfg, error)}") from error
+
+
+def misfit_details(ckpt_path: Any, cfg: DictConfig, error: RuntimeError) -> str:
+    """The model options of the checkpoint's run that this run changes, or the state dict's complaint."""
+    from app.checks import checkpoint_to_read
+    from core.contracts import CHECKPOINT_KEY
+    from lightning_modules.checkpoint_io import read_checkpoint
+
+    path = Path(str(ckpt_path)) if ckpt_path and Path(str(ckpt_path)).is_file() else checkpoint_to_read(cfg)
+    stored = read_checkpoint(path, mmap=True).get(CHECKPOINT_KEY) if path and path.is_file() else None
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    if stored and differing_options(stored.get("model"), model):
+        return misfit_reason(stored, model, followed=[])
+    lines = str(error).splitlines()
+    shown = "\n".join(line[:300] for line in lines[:4])
+    return f"{shown}\nUse the model= and data.num_classes that the checkpoint was trained with."
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -42,17 +56,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(hyperparameters)
     metrics: dict[str, float] = {}
     if cfg.train:
-        with checkpoint_loading(cfg.ckpt_path):
+        with checkpoint_loading(cfg.ckpt_path, cfg):
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt_path = (best or None) if cfg.train else cfg.ckpt_path
-        with checkpoint_loading(ckpt_path):
+        with checkpoint_loading(ckpt_path, cfg):
             trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
     checkpoint = trainer.checkpoint_callback
-    if checkpoint is not None and checkpoint.best_model_score is not None:
+    if cfg.train and checkpoint is not None and checkpoint.best_model_score is not None:
         metrics[f"best/{checkpoint.monitor}"] = float(checkpoint.best_model_score)
     log_hyperparameters_with_metrics(trainer.loggers, hyperparameters, metrics)
     if trainer.is_global_zero:

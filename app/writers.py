@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from callbacks.figure_logging import tensorboard_writer
-from core.figures import overlay, subplot_grid, voc_palette
+from core.figures import drawable, overlay, subplot_grid, title_fonts, voc_palette
 from datamodules.image_files import read_image
 
 
@@ -52,12 +52,11 @@ class PredictionWriter(BasePredictionWriter):
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
                            dataloader_idx: int = 0) -> None:
         self.skipped += prediction["skipped"]
-        if prediction["probabilities"] is not None:
-            for position, index in enumerate(prediction["index"]):
-                self.write_one(index, prediction["probabilities"][position], prediction["sizes"][position])
-                self.written += 1
+        for index, probabilities in zip(prediction["index"], prediction["probabilities"], strict=True):
+            self.write_one(index, probabilities)
+            self.written += 1
 
-    def write_one(self, index: int, probabilities: torch.Tensor, size: tuple[int, int]) -> None:
+    def write_one(self, index: int, probabilities: torch.Tensor) -> None:
         """Write or keep the result of input `index`."""
         raise NotImplementedError
 
@@ -96,7 +95,7 @@ class ClassificationWriter(PredictionWriter):
         self.contact_sheet_images = contact_sheet_images
         self.rows: list[tuple[int, list[int], list[float]]] = []
 
-    def write_one(self, index: int, probabilities: torch.Tensor, size: tuple[int, int]) -> None:
+    def write_one(self, index: int, probabilities: torch.Tensor) -> None:
         top = probabilities.topk(self.top_k)
         self.rows.append((index, top.indices.tolist(), top.values.tolist()))
 
@@ -108,11 +107,12 @@ class ClassificationWriter(PredictionWriter):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with open(self.output_dir / "predictions.csv", "w", newline="") as file:
             writer = csv.writer(file)
-            writer.writerow(["path", *(f"{kind}{k}" for k in range(1, self.top_k + 1)
-                                       for kind in ("class", "prob"))])
+            writer.writerow(["path", "name", "index", *(f"{kind}{k}" for k in range(1, self.top_k + 1)
+                                                      for kind in ("class", "prob"))])
             for index, classes, probs in rows:
-                writer.writerow([str(self.paths[index]), *(value for c, p in zip(classes, probs, strict=True)
-                                                           for value in (self.classes[c], f"{p:.6f}"))])
+                top = (value for c, p in zip(classes, probs, strict=True)
+                       for value in (self.classes[c], f"{p:.6f}"))
+                writer.writerow([str(self.paths[index]), self.names[index], index, *top])
         if rows and self.contact_sheet_images:
             self.contact_sheet(rows[: self.contact_sheet_images], trainer)
 
@@ -123,11 +123,15 @@ class ClassificationWriter(PredictionWriter):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        fonts = title_fonts()
         figure, axes = subplot_grid(len(rows), cell_height=2.3)
         for ax, (index, classes, probs) in zip(axes.flat, rows, strict=False):
             ax.imshow(read_image(self.paths[index], "RGB").permute(1, 2, 0).numpy())
-            title = f"{self.names[index][-18:]}\n{self.classes[classes[0]]} ({probs[0]:.2f})"
-            ax.set_title(title, fontsize=8)
+            name, predicted = self.names[index][-18:], self.classes[classes[0]]
+            # what no installed font can draw is named by what predictions.csv holds beside it
+            name = name if drawable(name, fonts) else f"#{index}"
+            predicted = predicted if drawable(predicted, fonts) else f"class {classes[0]}"
+            ax.set_title(f"{name}\n{predicted} ({probs[0]:.2f})", fontsize=8, fontfamily=fonts)
         figure.tight_layout()
         figure.savefig(self.output_dir / "contact_sheet.png", dpi=80)
         writer = tensorboard_writer(trainer)
@@ -155,8 +159,7 @@ class SegmentationWriter(PredictionWriter):
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def write_one(self, index: int, probabilities: torch.Tensor, size: tuple[int, int]) -> None:
-        probabilities = probabilities[:, : size[0], : size[1]]
+    def write_one(self, index: int, probabilities: torch.Tensor) -> None:
         mask = probabilities.argmax(0)
         self.pixel_counts += torch.bincount(mask.flatten(), minlength=len(self.classes))
         palette_mask = Image.fromarray(mask.to(torch.uint8).numpy(), mode="P")

@@ -88,8 +88,8 @@ def measure_case(name: str, overrides: list[str], side: int, batch_sizes: list[i
     segment = config["task_name"] == "segment"
     export_torchscript(eager, sample, folder / "model.pt")
     export_onnx(eager, sample, folder / "model.onnx", opset=18, dynamic_hw=segment)
-    backends = {"eager": eager, "torchscript": ExportedModel(folder / "model.pt", info={}),
-                "onnxruntime": ExportedModel(folder / "model.onnx", info={})}
+    backends = {"eager": eager, "torchscript": ExportedModel(folder / "model.pt"),
+                "onnxruntime": ExportedModel(folder / "model.onnx")}
     rows = []
     for batch_size in batch_sizes:
         images = torch.randn(batch_size, channels, side, side)
@@ -108,8 +108,8 @@ def measure_case(name: str, overrides: list[str], side: int, batch_sizes: list[i
     image = torch.randn(1, channels, side, side)
     loaders = {
         "eager": lambda: MainLogits(build_from_checkpoint(*load_checkpoint(str(checkpoint_path), []))[1].net),
-        "torchscript": lambda: ExportedModel(folder / "model.pt", info={}),
-        "onnxruntime": lambda: ExportedModel(folder / "model.onnx", info={}),
+        "torchscript": lambda: ExportedModel(folder / "model.pt"),
+        "onnxruntime": lambda: ExportedModel(folder / "model.onnx"),
     }
     latencies = {name: min(first_prediction_seconds(load, image) for _ in range(repeats))
                  for name, load in loaders.items()}

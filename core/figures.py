@@ -93,3 +93,42 @@ def denormalize(images: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
     mean = torch.as_tensor(mean, dtype=images.dtype).view(1, -1, 1, 1)
     std = torch.as_tensor(std, dtype=images.dtype).view(1, -1, 1, 1)
     return (images * std + mean).clamp(0, 1)
+
+
+# Families with Chinese, Japanese and Korean glyphs (Debian's fonts-wqy-microhei and fonts-noto-cjk,
+# macOS's and Windows' own), and the file names they come in, for a font cache built before they were.
+CJK_FAMILIES = ("WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Noto Sans CJK JP", "Noto Sans CJK SC",
+                "Source Han Sans", "Droid Sans Fallback", "Hiragino Sans", "PingFang SC", "Microsoft YaHei",
+                "Yu Gothic", "Malgun Gothic", "AppleGothic")
+CJK_FILES = ("wqy-", "notosanscjk", "sourcehansans", "droidsansfallback", "hiragino", "pingfang", "msyh",
+             "yugoth", "malgun", "applegothic")
+
+
+def title_fonts() -> list[str]:
+    """Matplotlib font families for text in any script: DejaVu Sans, then each installed CJK family
+    (matplotlib falls back glyph by glyph along the list). A CJK font installed after matplotlib built
+    its font cache is found among the system's fonts and added."""
+    from matplotlib import font_manager
+
+    manager = font_manager.fontManager
+    if not set(CJK_FAMILIES) & {font.name for font in manager.ttflist}:
+        for path in font_manager.findSystemFonts():
+            if any(part in path.lower().rsplit("/", 1)[-1] for part in CJK_FILES):
+                try:
+                    manager.addfont(path)
+                except (OSError, RuntimeError):  # a font file FreeType cannot read: not ours to fix
+                    continue
+    installed = {font.name for font in manager.ttflist}
+    return ["DejaVu Sans", *(family for family in CJK_FAMILIES if family in installed)]
+
+
+
+def drawable(text: str, families: list[str]) -> bool:
+    """Whether every character of `text` has a glyph in one of the font `families` (else it would be
+    drawn as an empty box)."""
+    from matplotlib import font_manager, ft2font
+
+    fonts = [ft2font.FT2Font(font_manager.findfont(font_manager.FontProperties(family=family)))
+             for family in families]
+    return all(any(font.get_char_index(ord(character)) for font in fonts)
+               for character in text if not character.isspace())

@@ -13,6 +13,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from core.contracts import Preprocessing
 from core.errors import ConfigError, DataError, MissingDataError
 from datamodules.augment import Augment, Geometry
 
@@ -160,15 +161,14 @@ class VisionDataModule(pl.LightningDataModule):
                 f"{len(self.classes)} classes ({shown}). Set data.num_classes={len(self.classes)}."
             )
 
-    def inference_preprocessing(self) -> dict[str, Any]:
-        """How a new image becomes a network input (colour mode, resize, crop, mean, std), as JSON values.
+    def inference_preprocessing(self) -> Preprocessing:
+        """How a new image becomes a network input (colour mode, resize, crop, mean, std).
 
         `datamodules.transforms.preprocessing_transform` turns it into the transform; exported
         models carry it in their `model.json`. Default: resize to the training size, normalise.
         """
-        return {"mode": "L" if self.channels == 1 else "RGB", "resize": [self.image_size, self.image_size],
-                "center_crop": None, "mean": list(self.mean[: self.channels]),
-                "std": list(self.std[: self.channels])}
+        return Preprocessing(mode="L" if self.channels == 1 else "RGB", mean=self.mean[: self.channels],
+                             std=self.std[: self.channels], resize=(self.image_size, self.image_size))
 
     def collate_fn(self, split: str) -> Callable | None:
         """How a split's samples become a batch; None: PyTorch's default stacking."""

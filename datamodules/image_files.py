@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -170,6 +171,33 @@ def drop_unreadable(
         raise UnreadableImageError(f"{report}\n{SKIP_HINT}")
     rank_zero_warn(f"Skipping {report}\n(data.skip_bad_images=true)")
     return {split: [s for s in samples if s[0] not in problems] for split, samples in splits.items()}
+
+
+def output_names(paths: Sequence[str | Path]) -> list[str]:
+    """Each input's name for the files made from it: its path relative to the inputs' common folder with
+    its extension (`sub/photo.jpg`), so that `photo.jpg` and `photo.png`, or `a/x.png` and `b/x.png`, never
+    share an output; see `distinct` for inputs listed twice."""
+    absolute = [Path(os.path.abspath(Path(path).expanduser())) for path in paths]
+    if not absolute:
+        return []
+    root = Path(os.path.commonpath([path.parent for path in absolute]))
+    return distinct([path.relative_to(root).as_posix() for path in absolute])
+
+
+def distinct(names: Sequence[str]) -> list[str]:
+    """`names`, each repeat given `~2`, `~3`, ...; names that differ only in case count as repeats, since
+    their files would overwrite each other on a case-insensitive disk (macOS, Windows, exFAT)."""
+    taken = {name.casefold() for name in names}
+    seen: set[str] = set()
+    result = []
+    for name in names:
+        candidate, count = name, 1
+        while candidate.casefold() in seen or (candidate != name and candidate.casefold() in taken):
+            count += 1
+            candidate = f"{name}~{count}"
+        seen.add(candidate.casefold())
+        result.append(candidate)
+    return result
 
 
 class ImageFileDataset(Dataset):

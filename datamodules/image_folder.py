@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from core.contracts import Preprocessing
 from core.errors import DataError, MissingDataError
 from datamodules.augment import Augment, Geometry, resize_and_crop
 from datamodules.base import ClassificationDataModule
@@ -58,10 +60,10 @@ class ImageFolderDataModule(ClassificationDataModule):
         train_crop, eval_resize, eval_crop = self.augment.crop_sizes(self.image_size, self.resize_size)
         return max(self.resize_size, eval_resize or 0, train_crop, eval_crop)
 
-    def inference_preprocessing(self) -> dict[str, Any]:
+    def inference_preprocessing(self) -> Preprocessing:
         """Evaluation's resize of the shorter side and centre crop."""
         resize_crop = {"resize": self.resize_size, "center_crop": self.image_size}
-        return {**super().inference_preprocessing(), **resize_crop}
+        return replace(super().inference_preprocessing(), **resize_crop)
 
     def find_samples(self) -> dict[str, Samples]:
         """The (path, label) samples of each split present on disk; sets `self.classes`."""

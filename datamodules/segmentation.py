@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from core.contracts import Preprocessing
 from core.errors import ConfigError, DataError, MissingDataError
 from datamodules.base import VisionDataModule
 from datamodules.image_files import DEFAULT_MAX_PIXELS, UnreadableImageError, listing, read_image, scan_images
@@ -232,9 +234,9 @@ class SegmentationDataModule(VisionDataModule):
         """Normalisation only: evaluation is at full resolution."""
         return segmentation_eval(self.mean[: self.channels], self.std[: self.channels])
 
-    def inference_preprocessing(self) -> dict[str, Any]:
+    def inference_preprocessing(self) -> Preprocessing:
         """Full resolution, as evaluation: normalisation only."""
-        return {**super().inference_preprocessing(), "resize": None}
+        return replace(super().inference_preprocessing(), resize=None)
 
     def collate_fn(self, split: str) -> Callable:
         return partial(pad_collate, ignore_index=self.ignore_index)

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from core.errors import ConfigError, DataError, MissingDataError
-from datamodules.image_files import read_image
+from datamodules.image_files import distinct, output_names, read_image
 from datamodules.transforms import resize_longer_side
 
 EMBEDDED_PREFIX = "skimage:"
@@ -49,6 +49,13 @@ def source_name(source: str) -> str:
     return source.removeprefix(EMBEDDED_PREFIX) if source.startswith(EMBEDDED_PREFIX) else Path(source).stem
 
 
+def content_names(sources: Sequence[str]) -> list[str]:
+    """Each content image's distinct name for its output files: a file's path relative to the files'
+    common folder with its extension (`photo.jpg`, `a/x.png`), a scikit-image picture's name."""
+    files = iter(output_names([s for s in sources if not s.startswith(EMBEDDED_PREFIX)]))
+    return distinct([source_name(s) if s.startswith(EMBEDDED_PREFIX) else next(files) for s in sources])
+
+
 def load_source(source: str, size: int, min_size: int) -> torch.Tensor:
     """A (1, 3, H, W) float image in [0, 1] whose longer side is `size`."""
     if source.startswith(EMBEDDED_PREFIX):
@@ -78,6 +85,7 @@ class StylePairs(Dataset):
     def __init__(self, contents: list[str], styles: list[str], style_weights: list[float],
                  image_size: int, style_scale: float, min_size: int) -> None:
         self.contents = contents
+        self.names = content_names(contents)
         self.styles = [load_source(s, round(image_size * style_scale), min_size) for s in styles]
         self.style_names = [source_name(s) for s in styles]
         self.style_weights = torch.tensor(style_weights, dtype=torch.float32)
@@ -90,7 +98,7 @@ class StylePairs(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         source = self.contents[index]
         return {
-            "name": source_name(source),
+            "name": self.names[index],
             "content": load_source(source, self.image_size, self.min_size),
             "styles": self.styles,
             "style_names": self.style_names,

@@ -17,11 +17,24 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
 def window_starts(size: int, crop: int, stride: int) -> list[int]:
-    """First pixel of each window along one side (MMSegmentation's `slide` grid; the last ends at `size`)."""
+    """First pixel of each window along one side (MMSegmentation's `slide` grid; the last ends at `size`).
+
+    Raises ValueError when the windows would leave a pixel of the side uncovered (a stride larger than
+    the crop): the windows of an image are these starts on both sides, so every pixel is covered iff
+    every pixel of each side is.
+    """
     if crop <= 0 or stride <= 0:
         raise ValueError(f"crop_size ({crop}) and stride ({stride}) must be positive.")
     count = max(size - crop + stride - 1, 0) // stride + 1
-    return [max(min(i * stride + crop, size) - crop, 0) for i in range(count)]
+    starts = [max(min(i * stride + crop, size) - crop, 0) for i in range(count)]
+    covered = 0  # pixels [0, covered) lie in a window
+    for start in starts:
+        if start > covered:
+            raise ValueError(f"Windows of {crop} px every {stride} px leave pixels {covered}-{start - 1} of "
+                             f"a {size} px side uncovered: the stride must not exceed the window.")
+        covered = max(covered, start + crop)
+    assert covered >= size
+    return starts
 
 
 def slide_logits(forward: Forward, images: torch.Tensor, crop_size: int, stride: int) -> torch.Tensor:
@@ -89,7 +102,11 @@ def classify_logits(forward: Forward, images: torch.Tensor, flip: bool = False) 
 
 
 def predict_batch(batch: dict[str, Any], logits_of: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
-    """What a predict step returns for the writers: the batch's bookkeeping and class probabilities."""
-    images = batch["images"]
-    probabilities = None if images is None else logits_of(images).softmax(1).float().cpu()
-    return {**{key: batch[key] for key in ("index", "sizes", "skipped")}, "probabilities": probabilities}
+    """What a predict step returns for the writers: the batch's bookkeeping and each image's class
+    probabilities, computed one size group (`collate_inputs`' `groups`) at a time."""
+    probabilities: list[torch.Tensor | None] = [None] * len(batch["index"])
+    for positions, images in batch["groups"]:
+        for position, image_probabilities in zip(positions, logits_of(images).softmax(1).float().cpu(),
+                                                 strict=True):
+            probabilities[position] = image_probabilities
+    return {"index": batch["index"], "skipped": batch["skipped"], "probabilities": probabilities}

@@ -11,6 +11,7 @@ from torch.optim import Optimizer
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
 
+from core.contracts import SegmentationInference
 from core.errors import ConfigError
 from lightning_modules.inference import segment_logits
 from lightning_modules.losses import SegmentationLoss
@@ -50,14 +51,9 @@ class SegmentationModule(SupervisedTask):
         tta: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_steps)
-        tta = {"flip": bool((tta or {}).get("flip", False)),
-               "scales": [float(s) for s in (tta or {}).get("scales", None) or [1.0]]}
-        if inference not in ("whole", "slide"):
-            raise ConfigError(f"task.inference={inference!r}: use whole or slide.")
-        if inference == "slide" and not crop_size:
-            raise ConfigError("task.inference=slide needs task.crop_size (pixels).")
-        if crop_size and not stride:
-            stride = max(1, crop_size * 2 // 3)
+        self.inference = SegmentationInference.from_task(
+            {"inference": inference, "crop_size": crop_size, "stride": stride, "tta": tta})
+        stride, tta = self.inference.stride, self.inference.task_options()["tta"]
         # plain containers, which checkpoints can store and load safely
         losses = {str(name): float(weight) for name, weight in (losses or {"ce": 1.0}).items()}
         loss_options = {str(name): dict(options or {}) for name, options in (loss_options or {}).items()}
@@ -70,7 +66,6 @@ class SegmentationModule(SupervisedTask):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.aux_weight = aux_weight
-        self.inference_options = {"inference": inference, "crop_size": crop_size, "stride": stride, **tta}
         self.loss = SegmentationLoss(losses, ignore_index, class_weights, loss_options)
         self.setup_metrics()
 
@@ -98,18 +93,10 @@ class SegmentationModule(SupervisedTask):
 
     def inference_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of `task.inference` (whole or slide), averaged over `task.tta` flips and scales."""
-        return segment_logits(lambda batch: main_logits(self(batch)), x, **self.inference_options)
+        return segment_logits(lambda batch: main_logits(self(batch)), x, **self.inference.logits_options())
 
     def inference_description(self) -> str:
-        options = self.inference_options
-        words = options["inference"]
-        if words == "slide":
-            words += f" (crop {options['crop_size']}, stride {options['stride']})"
-        if options["flip"]:
-            words += " + flip"
-        if options["scales"] != [1.0]:
-            words += f" + scales {options['scales']}"
-        return words
+        return self.inference.describe()
 
     def compute_loss(self, output: Output, target: torch.Tensor) -> torch.Tensor:
         loss = self.loss(main_logits(output), target)

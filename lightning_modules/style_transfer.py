@@ -220,7 +220,7 @@ class StyleTransferModule(pl.LightningModule):
                       "The other images go on.", name, err)
             return {"name": name, "failed": str(err)}
         file_name = f"{name}__{'+'.join(sample['style_names'])}.png"
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / file_name).parent.mkdir(parents=True, exist_ok=True)
         save_image(out["result"], self.output_dir / file_name)
         final = out["history"][-1]
         for key, value in final.items():

@@ -279,6 +279,8 @@ def place_pretrained_weights(fx: Fixtures, overrides: list[str]) -> None:
     from lightning_modules.nets.torchvision_classifier import is_weights_file
     from lightning_modules.nets.torchvision_segmenter import backbone_name
 
+    if any(o.startswith(("predict.input=", "export.format=")) for o in overrides):
+        return  # a trained model's own weights, no download (and run.py composes its stored task first)
     model = compose_config(first_values(overrides), fx.outside / "composed").model
     name = model.get("name") or ("vgg19" if model._target_.endswith("VGGFeatures") else None)
     if name is None:

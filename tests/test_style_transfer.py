@@ -184,7 +184,7 @@ def test_folder_of_content_images_is_styled_in_one_run(tmp_path):
                                style_weights=[3, 1], image_size=40)
     dm.setup()
     items = [dm.dataset[i] for i in range(len(dm.dataset))]
-    assert [item["name"] for item in items] == ["one", "two"]
+    assert [item["name"] for item in items] == ["one.png", "two.png"]
     assert items[0]["content"].shape == (1, 3, 32, 40)
     torch.testing.assert_close(items[0]["style_weights"], torch.tensor([0.75, 0.25]))
 
