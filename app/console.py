@@ -25,10 +25,11 @@ def print_config_tree(cfg: DictConfig) -> None:
     import rich.console
     import rich.syntax
     import rich.tree
+    from rich.text import Text
 
     tree = rich.tree.Tree("config", style="bold")
     for key, value in cfg.items():
-        branch = tree.add(str(key), style="bold cyan")
+        branch = tree.add(Text(str(key)), style="bold cyan")
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
         branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
     rich.console.Console(width=console_width()).print(tree)
@@ -39,6 +40,7 @@ def print_config_choices(output_dir: Path) -> None:
     import rich.console
     import rich.table
     from hydra.core.hydra_config import HydraConfig
+    from rich.text import Text
 
     hydra_cfg = HydraConfig.get()
     hidden = ("hydra", "paths", "debug/")
@@ -50,9 +52,10 @@ def print_config_choices(output_dir: Path) -> None:
     grid = rich.table.Table.grid(padding=(0, 1))
     grid.add_column(style="bold cyan", no_wrap=True)
     grid.add_column(overflow="fold")
-    grid.add_row("groups", "  ".join(choices))
-    grid.add_row("overrides", "  ".join(hydra_cfg.overrides.task) or "none")
-    grid.add_row("config", f"{shown(output_dir / 'config_resolved.yaml')} (print_config=full prints it here)")
+    grid.add_row("groups", Text("  ".join(choices)))  # Text: printed as given, never read as rich markup
+    grid.add_row("overrides", Text("  ".join(hydra_cfg.overrides.task) or "none"))
+    grid.add_row("config", Text(f"{shown(output_dir / 'config_resolved.yaml')} "
+                                "(print_config=full prints it here)"))
     rich.console.Console(width=console_width()).print(grid)
 
 
@@ -65,16 +68,18 @@ def print_config(cfg: DictConfig) -> None:
     printers[cfg.print_config]()
 
 
-def print_error(error: VisionlabError) -> None:
-    """The project's own errors as one short block on stderr: what is wrong and the fix."""
+def print_error(error: VisionlabError, title: str | None = None) -> None:
+    """The project's own errors as one short block on stderr: what is wrong and the fix (`title`: the
+    error's class name unless given)."""
     from rich.console import Console
-    from rich.markup import escape
     from rich.panel import Panel
+    from rich.text import Text
 
     hint = "" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "HYDRA_FULL_ERROR=1 shows the traceback"
-    Console(stderr=True).print(Panel(escape(str(error)), title=type(error).__name__, title_align="left",
-                                     subtitle=hint, subtitle_align="right", border_style="red",
-                                     expand=False))
+    # Text: messages quote paths and values ("[/data/a.jpg]", "[bold]") that rich must not read as markup
+    Console(stderr=True).print(Panel(Text(str(error)), title=Text(title or type(error).__name__),
+                                     title_align="left", subtitle=hint, subtitle_align="right",
+                                     border_style="red", expand=False))
 
 
 def not_a_tip(record: logging.LogRecord) -> bool:
