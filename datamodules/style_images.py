@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from core.errors import ConfigError, DataError, MissingDataError
+from datamodules.base import batches_per_process, check_batch_limits
 from datamodules.image_files import read_image
 from datamodules.transforms import resize_longer_side
 
@@ -139,6 +140,9 @@ class StyleImagesDataModule(pl.LightningDataModule):
         weights = [w / sum(weights) for w in weights]
         for source in contents:  # fail on a bad file now, not after hours of styling others
             load_source(source, self.image_size, self.min_size)
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        check_batch_limits(self.trainer, {"train": batches_per_process(len(contents), 1, world_size, "train",
+                                                                       drop_last=False)}, batch_size=1)
         self.dataset = StylePairs(contents, styles, weights, self.image_size, self.style_scale, self.min_size)
 
     def train_dataloader(self) -> DataLoader:
