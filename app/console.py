@@ -42,6 +42,8 @@ def print_config_choices(output_dir: Path) -> None:
     from hydra.core.hydra_config import HydraConfig
     from rich.text import Text
 
+    from app.overrides import command_line_overrides
+
     hydra_cfg = HydraConfig.get()
     hidden = ("hydra", "paths", "debug/")
     chosen = {group: option for group, option in hydra_cfg.runtime.choices.items()
@@ -53,7 +55,7 @@ def print_config_choices(output_dir: Path) -> None:
     grid.add_column(style="bold cyan", no_wrap=True)
     grid.add_column(overflow="fold")
     grid.add_row("groups", Text("  ".join(choices)))  # Text: printed as given, never read as rich markup
-    grid.add_row("overrides", Text("  ".join(hydra_cfg.overrides.task) or "none"))
+    grid.add_row("overrides", Text("  ".join(command_line_overrides()) or "none"))
     grid.add_row("config", Text(f"{shown(output_dir / 'config_resolved.yaml')} "
                                 "(print_config=full prints it here)"))
     rich.console.Console(width=console_width()).print(grid)
@@ -93,6 +95,11 @@ def quiet_known_noise() -> None:
 
     # Lightning 2.6 itself calls torch's deprecated `isinstance(treespec, LeafSpec)`: no user can act on it.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # Lightning suggests `srun python ...` wherever srun is installed (login nodes, workstations with
+    # SLURM's client); the hint helps only inside an allocation (salloc, an sbatch script), which could
+    # have started the ranks with srun.
+    if not os.environ.get("SLURM_JOB_ID"):
+        warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
     lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not_a_tip not in lightning_log.filters:
         lightning_log.addFilter(not_a_tip)
@@ -102,6 +109,20 @@ def shown(path: str | Path) -> str:
     """`path` relative to the working directory when it is inside it, else absolute."""
     path = Path(path).resolve()
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def stopped_summary(output_dir: Path, stopped_by: str) -> str:
+    """Where a run stopped by a signal left its files: directory, the stop point, checkpoints, TensorBoard."""
+    lines = [f"Run stopped by {stopped_by}. Directory: {shown(output_dir)}"]
+    checkpoints = output_dir / "checkpoints"
+    if (checkpoints / "stopped.ckpt").is_file():
+        lines.append(f"  stop point: {shown(checkpoints / 'stopped.ckpt')} (the resume command is above)")
+    if checkpoints.is_dir():
+        lines.append(f"  checkpoints: {shown(checkpoints)}/")
+    lines.append(f"  why it stopped: {shown(output_dir / 'error.txt')}")
+    if (output_dir / "tensorboard").is_dir():
+        lines.append(f"  tensorboard --logdir {shown(output_dir / 'tensorboard')}")
+    return "\n".join(lines)
 
 
 def run_summary(cfg: DictConfig, trainer: Any, metrics: dict[str, float]) -> str:
