@@ -13,7 +13,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from core.errors import ConfigError, DataError, MissingDataError
 from datamodules.base import batches_per_process, check_batch_limits
-from datamodules.image_files import read_image
+from datamodules.image_files import is_clutter, read_image, report_ignored
 from datamodules.transforms import resize_longer_side
 
 EMBEDDED_PREFIX = "skimage:"
@@ -30,7 +30,9 @@ def image_sources(spec: str | Sequence[str]) -> list[str]:
         if str(item).startswith(EMBEDDED_PREFIX):
             sources.append(str(item))
         elif path.is_dir():
-            found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+            images = [p for p in sorted(path.iterdir()) if p.suffix.lower() in IMG_EXTENSIONS]
+            found = [str(p) for p in images if not is_clutter(p.name)]
+            report_ignored(len(images) - len(found), path)
             if not found:
                 raise MissingDataError(f"The folder {path} holds no images ({', '.join(IMG_EXTENSIONS)}): "
                                        "add some, or give image files or skimage:<name> instead.")
