@@ -49,6 +49,11 @@ def is_signal_stop(error: BaseException) -> bool:
     return isinstance(error, SIGTERMException)
 
 
+def is_pruned(error: BaseException) -> bool:
+    """Whether an Optuna search pruned this trial (optuna.TrialPruned, named so as not to import optuna)."""
+    return type(error).__name__ == "TrialPruned"
+
+
 def sigterm_handler(signum: int, frame: Any) -> None:
     """Stop the run with Lightning's SIGTERMException, unless Lightning's own handler is calling this one.
 
@@ -186,6 +191,10 @@ def failed_run(error: BaseException, output_dir: Path, failed_at: float) -> None
         raise error
     if not is_rank_zero():
         return failed_rank(error, output_dir, stopped)
+    if is_pruned(error):  # not a failure: the Optuna search's pruner stopped a hopeless trial
+        record_error(error, output_dir)
+        log.info("%s", error)
+        return None
     if stopped:
         record_error(error, output_dir)
         log.info(stopped_summary(output_dir, SIGNAL_NAMES[stop_signal]))
@@ -215,6 +224,8 @@ def failed_rank(error: BaseException, output_dir: Path, stopped: bool) -> None:
     which rank 0 prints)."""
     if stopped:
         raise SystemExit(128 + stop_signal) from None
+    if is_pruned(error):  # rank 0 pruned the trial too, and reports it
+        return None if in_multirun() else sys.exit(0)
     record_rank_error(error, output_dir)
     if in_multirun():  # a SLURM task of a multirun job
         return None
