@@ -224,8 +224,10 @@ def failed_rank(error: BaseException, output_dir: Path, stopped: bool) -> None:
     which rank 0 prints)."""
     if stopped:
         raise SystemExit(128 + stop_signal) from None
-    if is_pruned(error):  # rank 0 pruned the trial too, and reports it
-        return None if in_multirun() else sys.exit(0)
+    if is_pruned(error):  # not a failure: rank 0 pruned the trial too, and reports it
+        if in_multirun():
+            return None
+        raise SystemExit(0) from None
     record_rank_error(error, output_dir)
     if in_multirun():  # a SLURM task of a multirun job
         return None
