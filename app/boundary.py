@@ -1,6 +1,7 @@
-"""The error boundary of a run: the project's own errors as one block and exit code 2, SIGTERM as exit
-code 143 with `error.txt`, a failed multirun job reported so that the sweep goes on; anything else keeps
-its traceback."""
+"""The error boundary of a run: the project's own errors as one block and exit code 2; SIGTERM (exit
+code 143) and a first Ctrl-C (exit code 130) as a stop that keeps its place; a failed multirun job
+reported so that the sweep goes on; a failed rank's error reported by rank 0; anything else keeps its
+traceback."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,32 +19,39 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from app.console import print_error
+from app.console import print_error, stopped_summary
+from app.distributed_job import (
+    DistributedJob,
+    RankFailure,
+    error_text,
+    first_rank_failure,
+    global_rank,
+    record_rank_error,
+)
 from core.errors import VisionlabError
 
 log = logging.getLogger("run")
+SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C (SIGINT)"}
+stop_signal = signal.SIGTERM  # the signal that asked the run to stop: SIGTERM, or SIGINT (Ctrl-C)
+
 
 def is_rank_zero() -> bool:
-    """Whether this process is the global rank 0 (from RANK, LOCAL_RANK or SLURM_PROCID).
-
-    Lightning's answer once it is imported (its strategies correct it); before that, the variables
-    Lightning reads, so that a config error does not wait for Lightning to import.
-    """
-    if "pytorch_lightning" in sys.modules:
-        from pytorch_lightning.utilities.rank_zero import rank_zero_only
-
-        return rank_zero_only.rank == 0
-    rank = next((os.environ[key] for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID") if key in os.environ), "0")
-    return int(rank) == 0
+    """Whether this process is the global rank 0 (see `global_rank`)."""
+    return global_rank() == 0
 
 
-def is_sigterm_stop(error: BaseException) -> bool:
-    """Whether Lightning stopped fitting or testing because the process received SIGTERM."""
+def is_signal_stop(error: BaseException) -> bool:
+    """Whether Lightning stopped fitting or testing because of SIGTERM or a first Ctrl-C."""
     if "pytorch_lightning" not in sys.modules:
         return False
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     return isinstance(error, SIGTERMException)
+
+
+def is_pruned(error: BaseException) -> bool:
+    """Whether an Optuna search pruned this trial (optuna.TrialPruned, named so as not to import optuna)."""
+    return type(error).__name__ == "TrialPruned"
 
 
 def sigterm_handler(signum: int, frame: Any) -> None:
@@ -59,17 +68,39 @@ def sigterm_handler(signum: int, frame: Any) -> None:
     raise SIGTERMException
 
 
+def sigint_handler(signum: int, frame: Any) -> None:
+    """The first Ctrl-C stops the run as SIGTERM does (at the end of the batch in progress, with
+    `stopped.ckpt` and the resume command); the second stops it at once (SIGINT's default action)."""
+    global stop_signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    stop_signal = signal.SIGINT
+    if "callbacks.stop_checkpoint" in sys.modules:
+        from callbacks.stop_checkpoint import CheckpointOnSIGTERM
+
+        CheckpointOnSIGTERM.stopped_by = SIGNAL_NAMES[signal.SIGINT]
+    if is_rank_zero():
+        print("\nCtrl-C: stopping at the end of the batch in progress and saving where it stopped; "
+              "Ctrl-C again stops at once.", file=sys.stderr, flush=True)
+    handler = signal.getsignal(signal.SIGTERM)
+    if callable(handler):
+        handler(signal.SIGTERM, frame)
+
+
 @contextmanager
-def sigterm_stops_the_run() -> Iterator[None]:
-    """Within the block SIGTERM raises through `sigterm_handler` (signal handlers: main thread only)."""
+def signals_stop_the_run() -> Iterator[None]:
+    """Within the block SIGTERM and a first Ctrl-C stop the run (signal handlers: main thread only)."""
+    global stop_signal
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, sigterm_handler)
+    stop_signal = signal.SIGTERM
+    previous = {signum: signal.signal(signum, handler)
+                for signum, handler in ((signal.SIGTERM, sigterm_handler), (signal.SIGINT, sigint_handler))}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def rerun_only_this_job() -> None:
@@ -82,20 +113,32 @@ def rerun_only_this_job() -> None:
     from hydra.types import RunMode
     from omegaconf import read_write
 
+    from app.overrides import command_line_overrides
+
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return
-    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
+    sys.argv = [sys.argv[0], *command_line_overrides(), "hydra.mode=RUN"]
     with read_write(hydra_cfg.run):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
-def unwrap_instantiation(error: BaseException) -> BaseException:
-    """The exception a constructor raised, out of the InstantiationException that Hydra wraps it in."""
+def unwrapped(error: BaseException) -> BaseException:
+    """The error as the user should see it: the exception a constructor raised, out of the
+    InstantiationException that Hydra wraps it in; and a project error raised in a DataLoader worker
+    with its own message, not the worker's traceback that PyTorch makes its message."""
     from hydra.errors import InstantiationException
 
     while isinstance(error, InstantiationException) and error.__cause__ is not None:
         error = error.__cause__
+    message = str(error)
+    from_worker = message.startswith("Caught ") and "\nOriginal Traceback" in message
+    if isinstance(error, VisionlabError) and from_worker:
+        name = f"{type(error).__module__}.{type(error).__qualname__}: "
+        if name in message:
+            own = type(error)(message.rpartition(name)[2].rstrip("\n"))
+            own.__cause__ = error
+            return own
     return error
 
 
@@ -108,46 +151,101 @@ def in_multirun() -> bool:
 
 
 def record_error(error: BaseException, output_dir: Path) -> None:
-    """Write `error.txt` in the run directory: why the run failed, for sweep summaries."""
-    stopped = is_sigterm_stop(error)
-    if (isinstance(error, SystemExit | KeyboardInterrupt) and not stopped) or not is_rank_zero():
-        return
+    """Write `error.txt` in the run directory: why the run failed or stopped, for sweep summaries."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    message = str(error)
-    if stopped:
+    text = error_text(error)
+    if is_signal_stop(error):
         saved = (output_dir / "checkpoints" / "stopped.ckpt").is_file()
-        message = "stopped by SIGTERM" + ("; checkpoints/stopped.ckpt holds the stop point" if saved else "")
-    (output_dir / "error.txt").write_text(f"{type(error).__name__}: {message}\n")
+        text = (f"{type(error).__name__}: stopped by {SIGNAL_NAMES[stop_signal]}"
+                + ("; checkpoints/stopped.ckpt holds the stop point" if saved else ""))
+    (output_dir / "error.txt").write_text(text + "\n")
 
 
 def within_boundary(cfg: DictConfig, body: Callable[[DictConfig], Any]) -> Any:
     """`body(cfg)` inside the error boundary; what it returns, or None for a failed multirun job.
 
-    The project's own errors print as one block (on global rank 0 only) and exit with code 2; SIGTERM
-    exits with 143 (128 + 15, as if the signal had killed the process); anything else keeps its
-    traceback. A failed multirun job returns None after reporting its error, so that the sweep goes on
-    to the other jobs and its summary runs (Hydra's sweepers stop at a job's exception); the summary
-    marks the job failed and the sweep exits non-zero.
+    The project's own errors print as one block (on global rank 0 only) and exit with code 2; a stop
+    by SIGTERM exits with 143 and one by Ctrl-C with 130 (128 + the signal's number, as if it had
+    killed the process); anything else keeps its traceback. A failed multirun job returns None after
+    reporting its error, so that the sweep goes on to the other jobs and its summary runs (Hydra's
+    sweepers stop at a job's exception); the summary marks the job failed and the sweep exits non-zero.
+    Whatever happens, the run leaves no process group, launched rank or launcher variable behind.
     """
+    job = DistributedJob()
+    failed = True
     try:
-        with sigterm_stops_the_run():
-            return body(cfg)
+        with signals_stop_the_run():
+            result = body(cfg)
+        failed = False
+        return result
     except BaseException as raised:
-        error = unwrap_instantiation(raised)
-        record_error(error, Path(cfg.paths.output_dir))
-        if is_sigterm_stop(error):
-            raise SystemExit(143) from None
-        full_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"  # set by debug=anomaly, or the user
-        if full_traceback and isinstance(error, Exception) and is_rank_zero():
-            traceback.print_exception(error)
-        if isinstance(error, VisionlabError) and is_rank_zero():
-            print_error(error)
-        if in_multirun() and isinstance(error, Exception):
-            if not isinstance(error, VisionlabError):
-                log.error("This job failed; the sweep goes on.", exc_info=error)
+        return failed_run(unwrapped(raised), Path(cfg.paths.output_dir), failed_at=time.time())
+    finally:
+        job.end(failed)
+
+
+def failed_run(error: BaseException, output_dir: Path, failed_at: float) -> None:
+    """Report `error` as the boundary does (see `within_boundary`); None for a failed multirun job."""
+    stopped = is_signal_stop(error)  # Lightning's SIGTERMException is a SystemExit
+    if isinstance(error, SystemExit | KeyboardInterrupt) and not stopped:
+        raise error
+    if not is_rank_zero():
+        return failed_rank(error, output_dir, stopped)
+    if is_pruned(error):  # not a failure: the Optuna search's pruner stopped a hopeless trial
+        record_error(error, output_dir)
+        log.info("%s", error)
+        return None
+    if stopped:
+        record_error(error, output_dir)
+        log.info(stopped_summary(output_dir, SIGNAL_NAMES[stop_signal]))
+        raise SystemExit(128 + stop_signal) from None
+    cause = first_rank_failure(output_dir, failed_at, error)
+    if cause is not None:
+        return rank_failed(cause, error, output_dir)
+    record_error(error, output_dir)
+    full_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"  # set by debug=anomaly, or the user
+    if full_traceback:
+        traceback.print_exception(error)
+    if isinstance(error, VisionlabError):
+        print_error(error)
+    if in_multirun():
+        if not isinstance(error, VisionlabError):
+            log.error("This job failed; the sweep goes on.", exc_info=error)
+        return None
+    if isinstance(error, VisionlabError):
+        raise SystemExit(2) from None
+    if full_traceback:
+        raise SystemExit(1) from None  # Hydra restores the environment, then would shorten it
+    raise error
+
+
+def failed_rank(error: BaseException, output_dir: Path, stopped: bool) -> None:
+    """On a rank > 0: record the error for rank 0 to report, and exit (quietly for the project's errors,
+    which rank 0 prints)."""
+    if stopped:
+        raise SystemExit(128 + stop_signal) from None
+    if is_pruned(error):  # not a failure: rank 0 pruned the trial too, and reports it
+        if in_multirun():
             return None
-        if isinstance(error, VisionlabError):
-            raise SystemExit(2) from None
-        if full_traceback and isinstance(error, Exception):
-            raise SystemExit(1) from None  # Hydra restores the environment, then would shorten it
-        raise
+        raise SystemExit(0) from None
+    record_rank_error(error, output_dir)
+    if in_multirun():  # a SLURM task of a multirun job
+        return None
+    if isinstance(error, VisionlabError):
+        raise SystemExit(2) from None
+    raise error
+
+
+def rank_failed(cause: RankFailure, own_error: BaseException, output_dir: Path) -> None:
+    """On rank 0, which lost its peer: report the error of the rank that failed first, as its own."""
+    (output_dir / "error.txt").write_text(cause.text() + "\n")
+    project_error = cause.project_error()
+    if project_error is not None:
+        print_error(project_error, title=f"{cause.type_name} on rank {cause.rank}")
+    else:
+        own = error_text(own_error).splitlines()[0]
+        log.error("Rank %d failed with %s: %s (its traceback is in its own output); rank 0 then stopped "
+                  "with: %s", cause.rank, cause.type_name, cause.message, own)
+    if in_multirun():
+        return None
+    raise SystemExit(2 if project_error is not None else 1) from None

@@ -12,26 +12,27 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from app.overrides import where_set
 from core.errors import CheckpointError, ConfigError
 
-# The numbers users type most: (key, kind, may be null, an example). Checked before anything is built,
-# so that `trainer.max_epochs=abc` is named instead of failing deep inside Lightning.
+# The numbers users type most: (key, kind, may be null, an example, the smallest valid value). Checked
+# before anything is built, so that `trainer.max_epochs=abc` or `optimizer.lr=-1` is named instead of
+# failing deep inside Lightning or torch.
 TYPED_KEYS = (
-    ("seed", "whole", False, "42"),
-    ("trainer.max_epochs", "whole", True, "10"),
-    ("trainer.min_epochs", "whole", True, "1"),
-    ("trainer.max_steps", "whole", False, "1000 (-1: no limit)"),
-    ("trainer.num_nodes", "whole", False, "1"),
-    ("trainer.accumulate_grad_batches", "whole", False, "4"),
-    ("trainer.check_val_every_n_epoch", "whole", True, "1"),
-    ("trainer.log_every_n_steps", "whole", True, "10"),
-    ("trainer.limit_train_batches", "number", True, "0.25 (a fraction) or 10 (batches)"),
-    ("trainer.limit_val_batches", "number", True, "0.25 (a fraction) or 10 (batches)"),
-    ("trainer.limit_test_batches", "number", True, "0.25 (a fraction) or 10 (batches)"),
-    ("trainer.gradient_clip_val", "number", True, "1.0"),
-    ("data.batch_size", "whole", False, "64"),
-    ("data.num_workers", "whole", False, "4"),
-    ("optimizer.lr", "number", False, "1e-3"),
-    ("optimizer.weight_decay", "number", True, "1e-4"),
-    ("optimizer.momentum", "number", True, "0.9"),
+    ("seed", "whole", False, "42", None),
+    ("trainer.max_epochs", "whole", True, "10 (-1: no limit)", -1),
+    ("trainer.min_epochs", "whole", True, "1", 0),
+    ("trainer.max_steps", "whole", False, "1000 (-1: no limit)", -1),
+    ("trainer.num_nodes", "whole", False, "1", 1),
+    ("trainer.accumulate_grad_batches", "whole", False, "4", 1),
+    ("trainer.check_val_every_n_epoch", "whole", True, "1", 1),
+    ("trainer.log_every_n_steps", "whole", True, "10", 1),
+    ("trainer.limit_train_batches", "number", True, "0.25 (a fraction) or 10 (batches)", 0),
+    ("trainer.limit_val_batches", "number", True, "0.25 (a fraction) or 10 (batches)", 0),
+    ("trainer.limit_test_batches", "number", True, "0.25 (a fraction) or 10 (batches)", 0),
+    ("trainer.gradient_clip_val", "number", True, "1.0", 0),
+    ("data.batch_size", "whole", False, "64", 1),
+    ("data.num_workers", "whole", False, "4", 0),
+    ("optimizer.lr", "number", False, "1e-3", 0),
+    ("optimizer.weight_decay", "number", True, "1e-4", 0),
+    ("optimizer.momentum", "number", True, "0.9", 0),
 )
 
 
@@ -57,13 +58,21 @@ def valid_devices(devices: Any) -> bool:
 
 
 def check_value_types(cfg: DictConfig) -> None:
-    """Name the key, where it was set and an example when a number users type is not a number."""
-    for key, kind, nullable, example in TYPED_KEYS:
+    """Name the key, where it was set and an example when a number users type is not a number, or is
+    out of its range."""
+    for key, kind, nullable, example, minimum in TYPED_KEYS:
         value = OmegaConf.select(cfg, key, default=ABSENT)
-        if value is ABSENT or (value is None and nullable) or has_kind(value, kind):
+        if value is ABSENT or (value is None and nullable):
             continue
-        raise ConfigError(f"{key}={value!r} is not {KINDS[kind]}: {where_set(key)}. "
-                          f"Give {KINDS[kind]}, e.g. {key}={example}.")
+        if not has_kind(value, kind):
+            raise ConfigError(f"{key}={value!r} is not {KINDS[kind]}: {where_set(key)}. "
+                              f"Give {KINDS[kind]}, e.g. {key}={example}.")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{key}={value!r} is below {minimum}, the smallest value it takes: "
+                              f"{where_set(key)}. Give e.g. {key}={example}.")
+        if key.startswith("trainer.limit_") and isinstance(value, float) and value > 1 and value % 1:
+            raise ConfigError(f"{key}={value!r} is neither a fraction of the batches (0 to 1) nor a number "
+                              f"of batches: {where_set(key)}. Give e.g. {key}={example}.")
     devices = OmegaConf.select(cfg, "trainer.devices", default="auto")
     if not valid_devices(devices):
         where = where_set("trainer.devices")
@@ -111,8 +120,63 @@ def check_checkpoint(cfg: DictConfig) -> None:
         )
 
 
+def missing_values(node: DictConfig | ListConfig, prefix: str = "") -> list[str]:
+    """The keys (dotted) left at the mandatory-value marker `???`, found without resolving anything."""
+    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    found = []
+    for key in keys:
+        name = f"{prefix}.{key}" if isinstance(node, DictConfig) and prefix else str(key)
+        name = f"{prefix}[{key}]" if isinstance(node, ListConfig) else name
+        if OmegaConf.is_missing(node, key):
+            found.append(name)
+        elif not OmegaConf.is_interpolation(node, key) and isinstance(node[key], DictConfig | ListConfig):
+            found += missing_values(node[key], name)
+    return found
+
+
+def defined_in(key: str) -> str:
+    """The config file of the group option that defines `key` (e.g. conf/data/image_folder.yaml)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    group = key.split(".")[0]
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return f"conf/{group}/{choices[group]}.yaml" if choices.get(group) else "the composed config"
+
+
+def missing_value_fix(cfg: DictConfig, key: str) -> str:
+    """How to give `key` a value, with the value itself where the data shows it."""
+    if key == "data.num_classes":
+        train = Path(str(OmegaConf.select(cfg, "data.root", default="") or "")).expanduser() / "train"
+        if train.is_dir() and not OmegaConf.is_missing(cfg.data, "root"):
+            classes = [p for p in train.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX"))]
+            return f"data.num_classes={len(classes)} (the class folders of {train})"
+        return "data.num_classes=N (the number of classes: for a folder dataset, its class folders)"
+    if key == "data.root":
+        return "data.root=/path/to/the/dataset (the folder that holds it)"
+    return f"{key}=VALUE"
+
+
+def check_complete(cfg: DictConfig) -> None:
+    """Every mandatory value (`???`) is given and every interpolation resolves; else name the keys."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    missing = missing_values(cfg)
+    if missing:
+        lines = [f"  {key} (??? in {defined_in(key)}): add {missing_value_fix(cfg, key)}" for key in missing]
+        raise ConfigError(f"{len(missing)} value(s) the run needs have no value:\n" + "\n".join(lines)
+                          + "\nGive them on the command line (or in an experiment= file).")
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "?"
+        reason = str(getattr(error, "msg", error)).splitlines()[0]
+        raise ConfigError(f"{key} cannot be resolved: {reason}. Fix the value of {key} or of the key it "
+                          f"refers to ({where_set(key)}).") from error
+
+
 def check_config(cfg: DictConfig) -> None:
     """Stop early, with the fix in the message, on settings that cannot work together."""
+    check_complete(cfg)
     check_value_types(cfg)
 
     precision = str(cfg.trainer.get("precision", "32-true"))

@@ -25,10 +25,11 @@ def print_config_tree(cfg: DictConfig) -> None:
     import rich.console
     import rich.syntax
     import rich.tree
+    from rich.text import Text
 
     tree = rich.tree.Tree("config", style="bold")
     for key, value in cfg.items():
-        branch = tree.add(str(key), style="bold cyan")
+        branch = tree.add(Text(str(key)), style="bold cyan")
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
         branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
     rich.console.Console(width=console_width()).print(tree)
@@ -39,6 +40,9 @@ def print_config_choices(output_dir: Path) -> None:
     import rich.console
     import rich.table
     from hydra.core.hydra_config import HydraConfig
+    from rich.text import Text
+
+    from app.overrides import command_line_overrides
 
     hydra_cfg = HydraConfig.get()
     hidden = ("hydra", "paths", "debug/")
@@ -50,9 +54,10 @@ def print_config_choices(output_dir: Path) -> None:
     grid = rich.table.Table.grid(padding=(0, 1))
     grid.add_column(style="bold cyan", no_wrap=True)
     grid.add_column(overflow="fold")
-    grid.add_row("groups", "  ".join(choices))
-    grid.add_row("overrides", "  ".join(hydra_cfg.overrides.task) or "none")
-    grid.add_row("config", f"{shown(output_dir / 'config_resolved.yaml')} (print_config=full prints it here)")
+    grid.add_row("groups", Text("  ".join(choices)))  # Text: printed as given, never read as rich markup
+    grid.add_row("overrides", Text("  ".join(command_line_overrides()) or "none"))
+    grid.add_row("config", Text(f"{shown(output_dir / 'config_resolved.yaml')} "
+                                "(print_config=full prints it here)"))
     rich.console.Console(width=console_width()).print(grid)
 
 
@@ -65,16 +70,18 @@ def print_config(cfg: DictConfig) -> None:
     printers[cfg.print_config]()
 
 
-def print_error(error: VisionlabError) -> None:
-    """The project's own errors as one short block on stderr: what is wrong and the fix."""
+def print_error(error: VisionlabError, title: str | None = None) -> None:
+    """The project's own errors as one short block on stderr: what is wrong and the fix (`title`: the
+    error's class name unless given)."""
     from rich.console import Console
-    from rich.markup import escape
     from rich.panel import Panel
+    from rich.text import Text
 
     hint = "" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "HYDRA_FULL_ERROR=1 shows the traceback"
-    Console(stderr=True).print(Panel(escape(str(error)), title=type(error).__name__, title_align="left",
-                                     subtitle=hint, subtitle_align="right", border_style="red",
-                                     expand=False))
+    # Text: messages quote paths and values ("[/data/a.jpg]", "[bold]") that rich must not read as markup
+    Console(stderr=True).print(Panel(Text(str(error)), title=Text(title or type(error).__name__),
+                                     title_align="left", subtitle=hint, subtitle_align="right",
+                                     border_style="red", expand=False))
 
 
 def not_a_tip(record: logging.LogRecord) -> bool:
@@ -88,6 +95,11 @@ def quiet_known_noise() -> None:
 
     # Lightning 2.6 itself calls torch's deprecated `isinstance(treespec, LeafSpec)`: no user can act on it.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # Lightning suggests `srun python ...` wherever srun is installed (login nodes, workstations with
+    # SLURM's client); the hint helps only inside an allocation (salloc, an sbatch script), which could
+    # have started the ranks with srun.
+    if not os.environ.get("SLURM_JOB_ID"):
+        warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
     lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not_a_tip not in lightning_log.filters:
         lightning_log.addFilter(not_a_tip)
@@ -97,6 +109,20 @@ def shown(path: str | Path) -> str:
     """`path` relative to the working directory when it is inside it, else absolute."""
     path = Path(path).resolve()
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def stopped_summary(output_dir: Path, stopped_by: str) -> str:
+    """Where a run stopped by a signal left its files: directory, the stop point, checkpoints, TensorBoard."""
+    lines = [f"Run stopped by {stopped_by}. Directory: {shown(output_dir)}"]
+    checkpoints = output_dir / "checkpoints"
+    if (checkpoints / "stopped.ckpt").is_file():
+        lines.append(f"  stop point: {shown(checkpoints / 'stopped.ckpt')} (the resume command is above)")
+    if checkpoints.is_dir():
+        lines.append(f"  checkpoints: {shown(checkpoints)}/")
+    lines.append(f"  why it stopped: {shown(output_dir / 'error.txt')}")
+    if (output_dir / "tensorboard").is_dir():
+        lines.append(f"  tensorboard --logdir {shown(output_dir / 'tensorboard')}")
+    return "\n".join(lines)
 
 
 def run_summary(cfg: DictConfig, trainer: Any, metrics: dict[str, float]) -> str:

@@ -12,7 +12,14 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from core.errors import DataError
-from datamodules.image_files import UnreadableImageError, output_names, read_image
+from datamodules.image_files import (
+    UnreadableImageError,
+    is_clutter,
+    output_names,
+    read_image,
+    report_ignored,
+    visible_image_files,
+)
 
 GLOB_CHARACTERS = set("*?[")
 
@@ -22,23 +29,38 @@ def is_image_name(path: Path) -> bool:
     return path.name.lower().endswith(IMG_EXTENSIONS)
 
 
+def glob_base(pattern: Path) -> Path:
+    """The folder a glob pattern starts from: its leading parts without glob characters."""
+    for index, part in enumerate(pattern.parts):
+        if GLOB_CHARACTERS & set(part):
+            return Path(*pattern.parts[:index])
+    return pattern.parent
+
+
 def list_inputs(spec: str) -> list[Path]:
     """The image paths `spec` names: an image file, a folder (recursively), a glob, or a .txt of paths.
+    Hidden and macOS metadata files and folders (AppleDouble `._x.jpg`, `__MACOSX/`) found in a folder or
+    by a glob are left out, with one info line saying how many.
 
     Paths in a list file are relative to the list file's folder unless absolute. Raises
     DataError when `spec` does not exist or names no image.
     """
     path = Path(spec).expanduser()
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p))
+        found, ignored = visible_image_files(path)
+        found = sorted(found)
+        report_ignored(ignored, path)
     elif path.is_file() and path.suffix.lower() == ".txt":
         lines = [line.strip() for line in path.read_text().splitlines()]
         found = [(path.parent / line) for line in lines if line and not line.startswith("#")]
     elif path.is_file():
         found = [path]
     elif GLOB_CHARACTERS & set(spec):
-        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
-                       if Path(p).is_file() and is_image_name(Path(p)))
+        matched = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
+                         if Path(p).is_file() and is_image_name(Path(p)))
+        base = glob_base(path)
+        found = [p for p in matched if not any(is_clutter(part) for part in p.relative_to(base).parts)]
+        report_ignored(len(matched) - len(found), base)
     else:
         raise DataError(f"predict.input={spec}: no such file or folder. Give an image, a folder of "
                         "images, a glob such as 'photos/*.jpg' (quoted), or a .txt file of image paths.")

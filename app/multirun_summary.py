@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import statistics
 from pathlib import Path
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 FOLD_KEY = "data.fold"
 PRUNED_ERROR = "TrialPruned"
+log = logging.getLogger(__name__)
 
 
 def read_job(job_dir: Path) -> tuple[dict[str, str], dict[str, float]]:
@@ -35,8 +37,9 @@ def read_job(job_dir: Path) -> tuple[dict[str, str], dict[str, float]]:
     return overrides, json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
 
 
-def job_status(job_dir: Path, metrics: dict[str, float]) -> tuple[str, str]:
-    """(`done`, `failed` or `pruned`, the last line of the job's error or why there is none)."""
+def job_status(job_dir: Path, metrics: dict[str, float] | bool) -> tuple[str, str]:
+    """(`done`, `failed` or `pruned`, the last line of the job's error or why there is none), from the job's
+    final metrics (or whether it wrote metrics.json) and its error.txt."""
     error_file = job_dir / "error.txt"
     if error_file.is_file():
         lines = [line for line in error_file.read_text().splitlines() if line.strip()]
@@ -96,18 +99,27 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> Non
 
 
 def print_summary(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """Print the rows as a rich table, the best job first and highlighted, failed jobs in red."""
+    """Print the rows as a rich table, the best job first and highlighted, failed jobs in red.
+
+    Every string is a rich Text, printed as given: overrides and error messages quote lists of paths
+    (`[/data/a.jpg]`) and library messages that rich would otherwise read as markup.
+    """
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title)
+    table = Table(title=Text(title))
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(Text(column), overflow="fold")
     for index, row in enumerate(rows):
-        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (row.get(c, "") for c in columns)]
+        values = (row.get(column, "") for column in columns)
+        cells = [Text(f"{v:.4g}" if isinstance(v, float) else str(v)) for v in values]
         style = "red" if row.get("status") == "failed" else "bold green" if index == 0 else None
         table.add_row(*cells, style=style)
-    Console(width=max(120, 14 * len(columns))).print(table)
+    import shutil
+
+    terminal = shutil.get_terminal_size((80, 24)).columns
+    Console(width=max(120, 14 * len(columns), terminal)).print(table)
 
 
 def print_fold_summary(title: str, rows: list[dict[str, Any]], setting_keys: list[str],
@@ -127,15 +139,28 @@ class SweepJobs(NamedTuple):
     metric_keys: list[str]
 
 
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The job directories of a sweep, in job order."""
+    return sorted((d.parent.parent for d in sweep_dir.glob("*/.hydra/overrides.yaml")),
+                  key=lambda d: (len(d.name), d.name))
+
+
+def failed_jobs(sweep_dir: Path) -> list[str]:
+    """The jobs of a sweep that did not finish (no metrics.json) and were not pruned: from the files
+    alone, for when the summary itself cannot be made; every job when even they cannot be read."""
+    try:
+        return [d.name for d in job_dirs(sweep_dir)
+                if job_status(d, (d / "metrics.json").is_file())[0] == "failed"]
+    except Exception:  # noqa: BLE001 - unreadable files: a sweep that cannot be checked did not succeed
+        return ["(unknown: the job directories could not be read)"]
+
+
 def collect_jobs(sweep_dir: Path, metric: str, mode: str) -> SweepJobs:
     """Each job directory's overrides, metrics.json and error.txt, ranked by `metric` in `mode`."""
-    job_dirs = sorted(
-        (d.parent.parent for d in sweep_dir.glob("*/.hydra/overrides.yaml")),
-        key=lambda d: (len(d.name), d.name),
-    )
-    jobs = [read_job(d) for d in job_dirs]
+    dirs = job_dirs(sweep_dir)
+    jobs = [read_job(d) for d in dirs]
     rows = []
-    for job_dir, (overrides, metrics) in zip(job_dirs, jobs, strict=True):
+    for job_dir, (overrides, metrics) in zip(dirs, jobs, strict=True):
         status, error = job_status(job_dir, metrics)
         rows.append({"job": job_dir.name, **overrides, **metrics, "status": status, "error": error})
     return SweepJobs(
@@ -170,23 +195,37 @@ class MultirunSummary(Callback):
             self.write_summary(Path(config.hydra.runtime.output_dir).parent, config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Write summary.csv, print the tables (and the k-fold CSV); exit with code 1 when a job failed."""
+        """Write summary.csv, print the tables (and the k-fold CSV); exit with code 1 when a job failed.
+
+        The exit code does not depend on the tables: if writing or printing them fails, the failure
+        is logged and the sweep still exits with code 1 when a job failed.
+        """
         sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            failed, total = self.report(sweep_dir, config)
+        except Exception:  # noqa: BLE001 - whatever broke the summary, the exit code must stay true
+            log.exception("The sweep summary could not be written or printed; the exit code still says "
+                          "whether a job failed (each job's error.txt and metrics.json: %s).", sweep_dir)
+            failed, total = failed_jobs(sweep_dir), len(job_dirs(sweep_dir))
+        if failed:
+            raise SystemExit(f"{len(failed)} of {total} jobs failed: job(s) {', '.join(failed)} "
+                             "(see their error.txt and run.log).")
+
+    def report(self, sweep_dir: Path, config: DictConfig) -> tuple[list[str], int]:
+        """summary.csv and the printed tables; the names of the failed jobs and the number of jobs."""
         jobs = self.write_summary(sweep_dir, config)
         if not jobs.rows:
-            return
+            return [], 0
         metric = f"best/{config.monitor.metric}"
         shown_metrics = [k for k in jobs.metric_keys if k.startswith(self.metric_prefixes)]
-        failed = [row for row in jobs.rows if row["status"] == "failed"]
+        failed = [row["job"] for row in jobs.rows if row["status"] == "failed"]
         print_summary(f"{len(jobs.rows)} jobs ranked by {metric} ({config.monitor.mode}); "
                       f"all overrides and metrics in {sweep_dir / self.filename}", jobs.rows,
                       ["job", "status", *jobs.varying_keys, *shown_metrics, *(["error"] if failed else [])])
         if FOLD_KEY in jobs.varying_keys:
             self.summarize_folds(sweep_dir, jobs.rows, [k for k in jobs.varying_keys if k != FOLD_KEY],
                                  shown_metrics, metric, config.monitor.mode)
-        if failed:
-            raise SystemExit(f"{len(failed)} of {len(jobs.rows)} jobs failed: job(s) "
-                             f"{', '.join(row['job'] for row in failed)} (see their error.txt and run.log).")
+        return failed, len(jobs.rows)
 
     def summarize_folds(self, sweep_dir: Path, rows: list[dict[str, Any]], setting_keys: list[str],
                         metric_keys: list[str], metric: str, mode: str) -> None:

@@ -14,10 +14,15 @@ def override_key(override: str) -> str:
 
 
 def command_line_overrides() -> list[str]:
-    """This run's command-line overrides (Hydra's), or none outside a Hydra run."""
+    """This run's command-line overrides (Hydra's) as typed, or none outside a Hydra run.
+
+    Read unresolved: an override such as `+model.width=${data.width}` is text here, not an interpolation.
+    """
     from hydra.core.hydra_config import HydraConfig
 
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    if not HydraConfig.initialized():
+        return []
+    return [str(o) for o in OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)]
 
 
 def command_line_override(key: str) -> str | None:

@@ -20,6 +20,7 @@ from PIL import Image
 from pytorch_lightning.callbacks import BasePredictionWriter
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from callbacks.figure_logging import tensorboard_writer
 from core.figures import drawable, overlay, subplot_grid, title_fonts, voc_palette
@@ -188,5 +189,5 @@ class SegmentationWriter(PredictionWriter):
             writer.writerow(["class", "pixels", "fraction"])
             for name, count, fraction in zip(self.classes, counts.tolist(), fractions.tolist(), strict=True):
                 writer.writerow([name, count, f"{fraction:.6f}"])
-                table.add_row(name, f"{fraction:.4f}")
+                table.add_row(Text(name), f"{fraction:.4f}")  # a class name as given, not rich markup
         Console().print(table)

@@ -93,6 +93,51 @@ def stratified_fold(
     return np.sort(train), np.sort(val)
 
 
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
+
+def batches_per_process(samples: int, batch_size: int, world_size: int, split: str, drop_last: bool) -> int:
+    """The fewest batches any process runs of a split of `samples` images.
+
+    Training shards are padded to equal size (Lightning's DistributedSampler); evaluation shards are
+    not (every sample is scored once), so the last processes may hold one sample fewer.
+    """
+    if split == "train":
+        per_process = math.ceil(samples / world_size)
+        return per_process // batch_size if drop_last else math.ceil(per_process / batch_size)
+    return math.ceil(samples // world_size / batch_size)
+
+
+def smallest_working_fraction(batches: int) -> float:
+    """The smallest fraction, in thousandths, of `batches` batches that still selects one."""
+    fraction = math.ceil(1000 / batches) / 1000
+    while int(batches * fraction) < 1:  # float rounding
+        fraction += 0.001
+    return round(fraction, 3)
+
+
+def check_batch_limits(trainer: pl.Trainer | None, batches: dict[str, int], batch_size: int) -> None:
+    """Refuse a fractional `trainer.limit_<split>_batches` that selects no batch of a split on some process.
+
+    Lightning would stop at the start of that loop, after a traceback; `batches` is each split's
+    fewest batches per process (`batches_per_process`).
+    """
+    if trainer is None:
+        return
+    for split, count in batches.items():
+        limit = getattr(trainer, f"limit_{split}_batches", 1.0)
+        if not isinstance(limit, float) or limit <= 0 or count == 0 or int(count * limit) >= 1:
+            continue
+        key = f"trainer.limit_{split}_batches"
+        processes = (f"each of the {trainer.world_size} processes runs as few as"
+                     if trainer.world_size > 1 else "the run has")
+        raise ConfigError(
+            f"{key}={limit} selects no {SPLIT_NAMES[split]} batch: {processes} {count} {SPLIT_NAMES[split]} "
+            f"batch(es) of {batch_size} images, and {limit} x {count} < 1. Set {key}="
+            f"{smallest_working_fraction(count)} or more (a fraction), or a number of batches: {key}=1."
+        )
+
+
 class VisionDataModule(pl.LightningDataModule):
     """Subclasses implement `build_datasets` and set `classes`, `mean` and `std`."""
 
@@ -135,7 +180,8 @@ class VisionDataModule(pl.LightningDataModule):
             self.check_splits()
 
     def check_splits(self) -> None:
-        """Refuse an empty split, and a training set that drop_last would leave without one batch."""
+        """Refuse an empty split, a training set that drop_last would leave without one batch, and a
+        fractional `trainer.limit_*_batches` that selects no batch of a split on some process."""
         assert self.datasets is not None
         for split, dataset in self.datasets.items():
             if len(dataset) == 0:
@@ -143,6 +189,13 @@ class VisionDataModule(pl.LightningDataModule):
                                 "data.root and the data keys that size the splits (data.val_fraction, "
                                 "data.val_size, data.<split>_scenes).")
         world_size = self.trainer.world_size if self.trainer is not None else 1
+        for split in ("val", "test"):
+            if split in self.datasets and len(self.datasets[split]) < world_size:
+                raise DataError(
+                    f"The {split} split has {len(self.datasets[split])} image(s) for {world_size} processes: "
+                    "each process scores its own share of it and needs at least one. Use fewer processes "
+                    "(trainer.devices) or a larger split."
+                )
         per_process = math.ceil(len(self.datasets["train"]) / world_size)
         if self.drop_last and per_process < self.batch_size:
             raise DataError(
@@ -151,6 +204,10 @@ class VisionDataModule(pl.LightningDataModule):
                 f"{len(self.datasets['train'])}, less than one batch, so nothing would train. Set "
                 f"data.batch_size={per_process} or less, or data.drop_last=false."
             )
+        check_batch_limits(self.trainer, {
+            split: batches_per_process(len(dataset), self.batch_size, world_size, split, self.drop_last)
+            for split, dataset in self.datasets.items()
+        }, self.batch_size)
 
     def check_num_classes(self) -> None:
         """Fail clearly when the configured class count disagrees with the data."""

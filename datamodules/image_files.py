@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as TF
 
@@ -235,6 +236,37 @@ class ImageFileDataset(Dataset):
                 continue
             return (self.transform(image) if self.transform else image), label
         raise UnreadableImageError("No image in this dataset can be read. " + SKIP_HINT)
+
+
+def is_clutter(name: str) -> bool:
+    """Whether a file or folder name is left beside the data by an operating system or tool, not data:
+    hidden names (`.DS_Store`, macOS's AppleDouble `._<name>.jpg`, `.ipynb_checkpoints/`) and
+    `__MACOSX/` (what a zip made on a Mac unpacks beside the files)."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def visible_image_files(folder: Path, extensions: tuple[str, ...] = IMG_EXTENSIONS) -> tuple[list[Path], int]:
+    """The image files under `folder` (recursively, links followed, in torchvision's ImageFolder order)
+    that are not clutter (`is_clutter`, on any part of their path below `folder`), and how many image
+    files were left out as clutter."""
+    found, ignored = [], 0
+    for directory, _, names in sorted(os.walk(folder, followlinks=True)):
+        hidden = any(is_clutter(part) for part in Path(directory).relative_to(folder).parts)
+        for name in sorted(names):
+            if not name.lower().endswith(extensions):
+                continue
+            if hidden or is_clutter(name):
+                ignored += 1
+            else:
+                found.append(Path(directory) / name)
+    return found, ignored
+
+
+def report_ignored(ignored: int, where: Path | str) -> None:
+    """One info line saying how many image files were ignored as clutter under `where`."""
+    if ignored:
+        rank_zero_info(f"Ignored {ignored} image file(s) under {where} that are hidden or macOS metadata "
+                       "(names starting with '.', such as AppleDouble ._<name> files, or inside __MACOSX/).")
 
 
 def check_files_exist(samples: Sequence[tuple[Path, int]], listed_in: str) -> None:

@@ -19,7 +19,14 @@ from torchvision import tv_tensors
 from core.contracts import Preprocessing
 from core.errors import ConfigError, DataError, MissingDataError
 from datamodules.base import VisionDataModule
-from datamodules.image_files import DEFAULT_MAX_PIXELS, UnreadableImageError, listing, read_image, scan_images
+from datamodules.image_files import (
+    DEFAULT_MAX_PIXELS,
+    UnreadableImageError,
+    is_clutter,
+    listing,
+    read_image,
+    scan_images,
+)
 from datamodules.transforms import segmentation_eval, segmentation_train
 
 Pairs = list[tuple[Path, Path]]
@@ -169,6 +176,13 @@ def pad_collate(
         images.append(F.pad(image, pad, value=0.0))
         masks.append(F.pad(mask, pad, value=ignore_index))
     return torch.stack(images), torch.stack(masks)
+
+
+def visible_pairs(pairs: Pairs, root: Path) -> tuple[Pairs, int]:
+    """The pairs whose image is not clutter below `root` (`is_clutter`: hidden or macOS metadata files and
+    folders, such as AppleDouble `._<name>.jpg` beside every image), and how many were left out."""
+    kept = [pair for pair in pairs if not any(is_clutter(part) for part in pair[0].relative_to(root).parts)]
+    return kept, len(pairs) - len(kept)
 
 
 def held_out_split(pairs: Pairs, fraction: float, seed: int) -> dict[str, Pairs]:

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from core.errors import ConfigError, DataError, MissingDataError
-from datamodules.image_files import distinct, output_names, read_image
+from datamodules.base import batches_per_process, check_batch_limits
+from datamodules.image_files import distinct, is_clutter, output_names, read_image, report_ignored
 from datamodules.transforms import resize_longer_side
 
 EMBEDDED_PREFIX = "skimage:"
@@ -29,7 +30,9 @@ def image_sources(spec: str | Sequence[str]) -> list[str]:
         if str(item).startswith(EMBEDDED_PREFIX):
             sources.append(str(item))
         elif path.is_dir():
-            found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+            images = [p for p in sorted(path.iterdir()) if p.suffix.lower() in IMG_EXTENSIONS]
+            found = [str(p) for p in images if not is_clutter(p.name)]
+            report_ignored(len(images) - len(found), path)
             if not found:
                 raise MissingDataError(f"The folder {path} holds no images ({', '.join(IMG_EXTENSIONS)}): "
                                        "add some, or give image files or skimage:<name> instead.")
@@ -147,6 +150,9 @@ class StyleImagesDataModule(pl.LightningDataModule):
         weights = [w / sum(weights) for w in weights]
         for source in contents:  # fail on a bad file now, not after hours of styling others
             load_source(source, self.image_size, self.min_size)
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        check_batch_limits(self.trainer, {"train": batches_per_process(len(contents), 1, world_size, "train",
+                                                                       drop_last=False)}, batch_size=1)
         self.dataset = StylePairs(contents, styles, weights, self.image_size, self.style_scale, self.min_size)
 
     def train_dataloader(self) -> DataLoader:

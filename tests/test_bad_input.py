@@ -205,7 +205,7 @@ def test_sigterm_outside_fit_and_test_stops_the_run_as_inside_them():
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     original = signal.getsignal(signal.SIGTERM)
-    with boundary.sigterm_stops_the_run():
+    with boundary.signals_stop_the_run():
         with pytest.raises(SIGTERMException):  # e.g. between fit and test, where Lightning has no handler
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
