@@ -22,6 +22,7 @@ from app.argv import rewritten
 from app.boundary import is_rank_zero, rerun_only_this_job, within_boundary
 from app.checks import check_config
 from app.console import print_config, print_error, quiet_known_noise
+from app.renamed_keys import move_renamed_keys
 from app.run_dir import forget_earlier_failure, save_resolved_config
 from core.errors import VisionlabError
 
@@ -36,6 +37,7 @@ def run(cfg: DictConfig) -> float | None:
     if is_rank_zero():
         forget_earlier_failure(cfg)
     quiet_known_noise()
+    move_renamed_keys(cfg, quiet=not is_rank_zero())
     check_config(cfg)
     if is_rank_zero():
         print_config(cfg)

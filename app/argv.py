@@ -1,5 +1,6 @@
-"""The command line rewritten before Hydra reads it: numeric group options quoted, `ckpt_path=latest`
-resolved to a run directory, a resumed run's Hydra files kept apart from the original's."""
+"""The command line rewritten before Hydra reads it: renamed keys given their new names, numeric group
+options quoted, `ckpt_path=latest` resolved to a run directory, a resumed run's Hydra files kept apart
+from the original's."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from app.renamed_keys import renamed_override
 from core.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -16,7 +18,8 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 def rewritten(argv: list[str]) -> list[str]:
     """`sys.argv` as Hydra should see it."""
-    return keep_original_run_files(continue_latest_run(quote_numeric_choices(argv)))
+    renamed = [argv[0], *map(renamed_override, argv[1:])]
+    return keep_original_run_files(continue_latest_run(quote_numeric_choices(renamed)))
 
 
 def quote_numeric_choices(argv: list[str], groups: tuple[str, ...] = ("precision",)) -> list[str]:

@@ -214,7 +214,7 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
         lambda fx: f"predict.model={fx.onnx_export()}",
     # budgets of real runs: a smoke run takes two trials / three evaluations through the same code
     "hydra.sweeper.n_trials=10": lambda fx: "hydra.sweeper.n_trials=2",
-    "task.iterations=500": lambda fx: "task.iterations=3",
+    "task.evaluations=500": lambda fx: "task.evaluations=3",
 }
 # Tokens that need CUDA; the device count a command needs is trainer.devices x trainer.num_nodes.
 GPU_MARKERS = ("trainer.accelerator=gpu", "strategy=fsdp", "precision=16-mixed")
