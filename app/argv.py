@@ -70,11 +70,11 @@ def latest_matching_run(overrides: list[str]) -> Path:
     for overrides_file in matching:
         if (overrides_file.parent.parent / "checkpoints" / "last.ckpt").is_file():
             return overrides_file.parent.parent
-    shown = " ".join(overrides) or "(none)"
+    given = " ".join(overrides) or "(none)"
     found = (f"{len(matching)} run(s) with these overrides, none with checkpoints/last.ckpt"
              if matching else "no run with exactly these overrides")
     raise ConfigError(
-        f"ckpt_path=latest: {found} in {runs_dir} (overrides: {shown}). Give the same overrides as the "
+        f"ckpt_path=latest: {found} in {runs_dir} (overrides: {given}). Give the same overrides as the "
         "run to continue, or name it: hydra.run.dir=<its directory> ckpt_path=last."
     )
 

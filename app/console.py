@@ -52,7 +52,8 @@ def print_config_choices(output_dir: Path) -> None:
     grid.add_column(overflow="fold")
     grid.add_row("groups", "  ".join(choices))
     grid.add_row("overrides", "  ".join(hydra_cfg.overrides.task) or "none")
-    grid.add_row("config", f"{shown(output_dir / 'config_resolved.yaml')} (print_config=full prints it here)")
+    resolved = display_path(output_dir / "config_resolved.yaml")
+    grid.add_row("config", f"{resolved} (print_config=full prints it here)")
     rich.console.Console(width=console_width()).print(grid)
 
 
@@ -93,7 +94,7 @@ def quiet_known_noise() -> None:
         lightning_log.addFilter(not_a_tip)
 
 
-def shown(path: str | Path) -> str:
+def display_path(path: str | Path) -> str:
     """`path` relative to the working directory when it is inside it, else absolute."""
     path = Path(path).resolve()
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
@@ -104,24 +105,24 @@ def run_summary(cfg: DictConfig, trainer: Any, metrics: dict[str, float]) -> str
     from pytorch_lightning.loggers import TensorBoardLogger
 
     output_dir = Path(cfg.paths.output_dir)
-    lines = [f"Run finished. Directory: {shown(output_dir)}"]
+    lines = [f"Run finished. Directory: {display_path(output_dir)}"]
     monitored = f"best/{cfg.monitor.metric}"
     if monitored in metrics:
         lines.append(f"  {monitored}: {metrics[monitored]:.4g} ({cfg.monitor.mode}imised)")
     tested = [f"{key} {value:.4g}" for key, value in sorted(metrics.items()) if key.startswith("test/")]
     if tested:
         lines.append("  " + ", ".join(tested))
-    lines.append(f"  all final metrics: {shown(output_dir / 'metrics.json')}")
+    lines.append(f"  all final metrics: {display_path(output_dir / 'metrics.json')}")
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:
-        lines.append(f"  best checkpoint: {shown(checkpoint.best_model_path)}")
+        lines.append(f"  best checkpoint: {display_path(checkpoint.best_model_path)}")
     if (output_dir / "checkpoints").is_dir():
-        lines.append(f"  checkpoints: {shown(output_dir / 'checkpoints')}/")
+        lines.append(f"  checkpoints: {display_path(output_dir / 'checkpoints')}/")
     written = getattr(trainer.lightning_module, "written_folders", dict)()  # e.g. style's stylized images
     for what, folder in written.items():
         if Path(folder).is_dir():
-            lines.append(f"  {what}: {shown(folder)}/")
+            lines.append(f"  {what}: {display_path(folder)}/")
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            lines.append(f"  tensorboard --logdir {shown(logger.log_dir)}")
+            lines.append(f"  tensorboard --logdir {display_path(logger.log_dir)}")
     return "\n".join(lines)

@@ -25,9 +25,9 @@ def checkpoint_loading(ckpt_path: Any) -> Iterator[None]:
         if "Error(s) in loading state_dict" not in str(error):
             raise
         lines = str(error).splitlines()
-        shown = "\n".join(line[:300] for line in lines[:4])
+        first_lines = "\n".join(line[:300] for line in lines[:4])
         raise CheckpointError(
-            f"Checkpoint {ckpt_path} does not fit the network this run builds:\n{shown}\n"
+            f"Checkpoint {ckpt_path} does not fit the network this run builds:\n{first_lines}\n"
             "Use the model= and data.num_classes that the checkpoint was trained with."
         ) from error
 

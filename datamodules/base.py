@@ -154,10 +154,10 @@ class VisionDataModule(pl.LightningDataModule):
     def check_num_classes(self) -> None:
         """Fail clearly when the configured class count disagrees with the data."""
         if len(self.classes) != self.num_classes:
-            shown = ", ".join(self.classes[:8]) + (", ..." if len(self.classes) > 8 else "")
+            names = ", ".join(self.classes[:8]) + (", ..." if len(self.classes) > 8 else "")
             raise DataError(
                 f"data.num_classes={self.num_classes} but the {type(self).__name__} data has "
-                f"{len(self.classes)} classes ({shown}). Set data.num_classes={len(self.classes)}."
+                f"{len(self.classes)} classes ({names}). Set data.num_classes={len(self.classes)}."
             )
 
     def inference_preprocessing(self) -> dict[str, Any]:
