@@ -10,14 +10,14 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from core.errors import DataError, MissingDataError
 from datamodules.augment import Augment, Geometry, resize_and_crop
-from datamodules.base import ClassificationDataModule
+from datamodules.base import ClassificationDataModule, FilesUnderRoot
 from datamodules.image_files import DEFAULT_MAX_PIXELS, ImageFileDataset, drop_unreadable
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 Samples = list[tuple[Path, int]]
 
 
-class ImageFolderDataModule(ClassificationDataModule):
+class ImageFolderDataModule(FilesUnderRoot, ClassificationDataModule):
     """`train/` is required; `val/` and `test/` are optional (split from train, or val reused)."""
 
     mean = IMAGENET_MEAN
@@ -33,8 +33,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         augment: Augment | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(**options)
-        self.root = Path(root).expanduser()
+        super().__init__(root, **options)
         self.resize_size = resize_size
         self.val_fraction = val_fraction
         self.skip_bad_images = skip_bad_images
