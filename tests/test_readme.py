@@ -279,7 +279,12 @@ def place_pretrained_weights(fx: Fixtures, overrides: list[str]) -> None:
     from lightning_modules.nets.torchvision_classifier import is_weights_file
     from lightning_modules.nets.torchvision_segmenter import backbone_name
 
-    model = compose_config(first_values(overrides), fx.outside / "composed").model
+    cwd = Path.cwd()
+    os.chdir(fx.workspace)  # where the command runs: relative paths (hydra.searchpath) start there
+    try:
+        model = compose_config(first_values(overrides), fx.outside / "composed").model
+    finally:
+        os.chdir(cwd)
     name = model.get("name") or ("vgg19" if model._target_.endswith("VGGFeatures") else None)
     if name is None:
         return
