@@ -69,3 +69,9 @@ def test_a_run_with_old_keys_on_the_command_line_trains_with_the_new_ones(tmp_pa
     assert resolved["param_groups"]["norm_weight_decay"] == 0
     assert resolved["task"]["train_metrics_every_n_batches"] == 2
     assert "norm_weight_decay" not in resolved["optimizer"]
+
+
+def test_scripts_composing_the_config_read_old_keys_too(make_config):
+    cfg = make_config("task=style", "task.iterations=5", "optimizer=sgd", "optimizer.backbone_lr_mult=0.5")
+    assert cfg.task.evaluations == 5 and cfg.param_groups.backbone_lr_mult == 0.5
+    assert "iterations" not in cfg.task and "backbone_lr_mult" not in cfg.optimizer
