@@ -120,12 +120,12 @@ class StyleTransferModule(pl.LightningModule):
         self.content_layers = list(content_layers)
         self.style_layers = dict(style_layers)
         self.weights = {"content": content_weight, "style": style_weight, "tv": tv_weight}
+        self.min_size = min_size  # the coarsest scale's smallest side
         self.evaluations = [evaluations] * num_scales if isinstance(evaluations, int) else list(evaluations)
         if len(self.evaluations) != num_scales:
             raise ConfigError(f"task.evaluations needs one count per scale ({num_scales}), "
                               f"got {evaluations}.")
         self.num_scales = num_scales
-        self.min_size = min_size
         self.init = init
         self.preserve_colors = preserve_colors
         self.progress_every = progress_every

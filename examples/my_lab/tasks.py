@@ -29,16 +29,21 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torc
 
 
 class FocalClassification(SupervisedTask):
-    """Image classification trained with the focal loss, which weighs down the images already learnt."""
+    """Image classification trained with the focal loss, which weighs down the images already learnt.
+
+    `net`, `optimizer` (a partial, called on the parameters), `scheduler`, `param_groups` and `compile`
+    come from run.py; `num_classes` (${data.num_classes}) and `gamma` are the `task.*` keys.
+    """
 
     def __init__(
         self,
         net: nn.Module,
-        num_classes: int,
         optimizer: Callable[..., Optimizer],
         scheduler: dict[str, Any] | None = None,
         param_groups: ParamGroups | None = None,
         compile: bool = False,
+        *,
+        num_classes: int,
         gamma: float = 2.0,
     ) -> None:
         super().__init__(net, optimizer, scheduler, compile, param_groups=param_groups)
