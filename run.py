@@ -19,11 +19,11 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from app.argv import rewritten
-from app.boundary import is_rank_zero, rerun_only_this_job, within_boundary
+from app.boundary import config_errors_reported, is_rank_zero, rerun_only_this_job, within_boundary
 from app.checks import check_config
-from app.console import print_config, print_error, quiet_known_noise
+from app.console import print_config, quiet_known_noise
+from app.renamed_keys import move_renamed_keys
 from app.run_dir import forget_earlier_failure, save_resolved_config
-from core.errors import VisionlabError
 
 # Outputs and data default to folders beside this file, whatever the working directory; Hydra
 # resolves the sweep directory before it knows its runtime, so the root cannot come from Hydra.
@@ -36,6 +36,7 @@ def run(cfg: DictConfig) -> float | None:
     if is_rank_zero():
         forget_earlier_failure(cfg)
     quiet_known_noise()
+    move_renamed_keys(cfg, quiet=not is_rank_zero())
     check_config(cfg)
     if is_rank_zero():
         print_config(cfg)
@@ -73,9 +74,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    try:
+    with config_errors_reported():
         sys.argv = rewritten(sys.argv)
-    except VisionlabError as error:
-        print_error(error)
-        raise SystemExit(2) from None
-    main()
+        main()

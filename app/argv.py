@@ -1,6 +1,6 @@
-"""The command line rewritten before Hydra reads it: numeric group options and non-ASCII values quoted, a
-trained model's own task and stored keys for predict and export, `ckpt_path=latest` resolved to a run
-directory, a resumed run's Hydra files kept apart from the original's."""
+"""The command line rewritten before Hydra reads it: renamed keys given their new names, numeric group
+options and non-ASCII values quoted, a trained model's own task and stored keys for predict and export,
+`ckpt_path=latest` resolved to a run directory, a resumed run's Hydra files kept apart from the original's."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from app.renamed_keys import renamed_override
 from core.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -17,7 +18,8 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 def rewritten(argv: list[str]) -> list[str]:
     """`sys.argv` as Hydra should see it."""
-    quoted = quote_non_ascii_values(quote_numeric_choices(argv))
+    renamed = [argv[0], *map(renamed_override, argv[1:])]
+    quoted = quote_non_ascii_values(quote_numeric_choices(renamed))
     return keep_original_run_files(continue_latest_run(trained_model_keys(quoted)))
 
 
@@ -165,11 +167,11 @@ def latest_matching_run(overrides: list[str]) -> Path:
     for overrides_file in matching:
         if (overrides_file.parent.parent / "checkpoints" / "last.ckpt").is_file():
             return overrides_file.parent.parent
-    shown = " ".join(overrides) or "(none)"
+    given = " ".join(overrides) or "(none)"
     found = (f"{len(matching)} run(s) with these overrides, none with checkpoints/last.ckpt"
              if matching else "no run with exactly these overrides")
     raise ConfigError(
-        f"ckpt_path=latest: {found} in {runs_dir} (overrides: {shown}). Give the same overrides as the "
+        f"ckpt_path=latest: {found} in {runs_dir} (overrides: {given}). Give the same overrides as the "
         "run to continue, or name it: hydra.run.dir=<its directory> ckpt_path=last."
     )
 

@@ -35,6 +35,7 @@ SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C (SIGINT)"}
 stop_signal = signal.SIGTERM  # the signal that asked the run to stop: SIGTERM, or SIGINT (Ctrl-C)
 
 
+
 def is_rank_zero() -> bool:
     """Whether this process is the global rank 0 (see `global_rank`)."""
     return global_rank() == 0
@@ -159,6 +160,50 @@ def record_error(error: BaseException, output_dir: Path) -> None:
         text = (f"{type(error).__name__}: stopped by {SIGNAL_NAMES[stop_signal]}"
                 + ("; checkpoints/stopped.ckpt holds the stop point" if saved else ""))
     (output_dir / "error.txt").write_text(text + "\n")
+
+
+def report(error: VisionlabError) -> None:
+    """Print the project's error as one block (its traceback first with HYDRA_FULL_ERROR=1) and exit 2."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        traceback.print_exception(error)
+    print_error(error)
+    raise SystemExit(2) from None
+
+
+def composed_or_reported(compose_and_run: Callable[[], Any]) -> Any:
+    """`compose_and_run()`, with Hydra's errors for a command line that does not compose reported as a
+    ConfigError (`app.config_keys.composition_error`)."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    from app.config_keys import composition_error
+
+    try:
+        return compose_and_run()
+    except (ConfigCompositionException, OverrideParseException) as error:
+        overrides = get_args_parser().parse_known_args(sys.argv[1:])[0].overrides
+        report(composition_error(error, overrides))
+
+
+@contextmanager
+def config_errors_reported() -> Iterator[None]:
+    """Around Hydra's main: the project's errors raised before Hydra runs (argv rewriting), and Hydra's
+    composition errors (an unknown group option or key, an override it cannot read), as one ConfigError
+    block with exit code 2 instead of Hydra's message and exit code 1.
+
+    Hydra composes the config inside `run_and_report`, which prints any exception and exits 1 before
+    `main` could see it; this wraps what it runs for the duration (Hydra 1.3's `hydra._internal.utils`).
+    """
+    import hydra._internal.utils as hydra_utils
+
+    hydra_report = hydra_utils.run_and_report
+    hydra_utils.run_and_report = lambda func: hydra_report(lambda: composed_or_reported(func))
+    try:
+        yield
+    except VisionlabError as error:
+        report(error)
+    finally:
+        hydra_utils.run_and_report = hydra_report
 
 
 def within_boundary(cfg: DictConfig, body: Callable[[DictConfig], Any]) -> Any:

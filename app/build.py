@@ -11,6 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from app.overrides import command_line_overrides, override_key
 
+# What build() passes to constructors besides their config keys: every task takes these arguments,
+# and the Trainer these two.
+TASK_ARGUMENTS = ("net", "optimizer", "scheduler", "param_groups", "compile")
+TRAINER_ARGUMENTS = ("callbacks", "logger")
+
 
 def instantiate_all(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a `callbacks` or `logger` config group that has a `_target_`."""
@@ -45,9 +50,9 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     if cfg.get("channels_last"):  # NHWC weights: cuDNN then runs the convolutions NHWC (tensor cores)
         net = net.to(memory_format=torch.channels_last)
     scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
-    module = instantiate(
-        cfg.task, net=net, optimizer=instantiate(cfg.optimizer), scheduler=scheduler,
-        compile=cfg.compile,
+    module = instantiate(  # param_groups as a config node: Hydra instantiates it inside the task's
+        cfg.task, net=net, optimizer=instantiate(cfg.optimizer), scheduler=scheduler,  # config (an
+        param_groups=cfg.param_groups, compile=cfg.compile,  # instance given here would become one)
     )
     loggers = instantiate_all(cfg.get("logger"))
     from callbacks.finite_loss import StopOnNonFiniteLoss

@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from app.config_keys import check_target_keys, check_values_given
 from app.overrides import where_set
 from core.errors import CheckpointError, ConfigError
 
@@ -201,6 +202,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("train=false and test=false: there is nothing to do.")
     if not uses_a_trained_model(cfg):  # predict and export rebuild the checkpoint's own network
         check_checkpoint(cfg)
+    built = ("trainer", "callbacks", "logger") if uses_a_trained_model(cfg) else None  # None: all
+    check_values_given(cfg, built)
+    check_target_keys(cfg, built)
 
 
 def uses_a_trained_model(cfg: DictConfig) -> bool:

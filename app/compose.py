@@ -17,10 +17,13 @@ def compose_config(overrides: list[str], output_dir: Path) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
+    from app.renamed_keys import move_renamed_keys, renamed_override
+
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))  # as run.py does
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        cfg = compose("config", overrides=[renamed_override(o) for o in overrides], return_hydra_config=True)
+    move_renamed_keys(cfg)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)

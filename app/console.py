@@ -56,7 +56,7 @@ def print_config_choices(output_dir: Path) -> None:
     grid.add_column(overflow="fold")
     grid.add_row("groups", Text("  ".join(choices)))  # Text: printed as given, never read as rich markup
     grid.add_row("overrides", Text("  ".join(command_line_overrides()) or "none"))
-    grid.add_row("config", Text(f"{shown(output_dir / 'config_resolved.yaml')} "
+    grid.add_row("config", Text(f"{display_path(output_dir / 'config_resolved.yaml')} "
                                 "(print_config=full prints it here)"))
     rich.console.Console(width=console_width()).print(grid)
 
@@ -105,7 +105,7 @@ def quiet_known_noise() -> None:
         lightning_log.addFilter(not_a_tip)
 
 
-def shown(path: str | Path) -> str:
+def display_path(path: str | Path) -> str:
     """`path` relative to the working directory when it is inside it, else absolute."""
     path = Path(path).resolve()
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
@@ -113,15 +113,16 @@ def shown(path: str | Path) -> str:
 
 def stopped_summary(output_dir: Path, stopped_by: str) -> str:
     """Where a run stopped by a signal left its files: directory, the stop point, checkpoints, TensorBoard."""
-    lines = [f"Run stopped by {stopped_by}. Directory: {shown(output_dir)}"]
+    lines = [f"Run stopped by {stopped_by}. Directory: {display_path(output_dir)}"]
     checkpoints = output_dir / "checkpoints"
     if (checkpoints / "stopped.ckpt").is_file():
-        lines.append(f"  stop point: {shown(checkpoints / 'stopped.ckpt')} (the resume command is above)")
+        stop_point = display_path(checkpoints / "stopped.ckpt")
+        lines.append(f"  stop point: {stop_point} (the resume command is above)")
     if checkpoints.is_dir():
-        lines.append(f"  checkpoints: {shown(checkpoints)}/")
-    lines.append(f"  why it stopped: {shown(output_dir / 'error.txt')}")
+        lines.append(f"  checkpoints: {display_path(checkpoints)}/")
+    lines.append(f"  why it stopped: {display_path(output_dir / 'error.txt')}")
     if (output_dir / "tensorboard").is_dir():
-        lines.append(f"  tensorboard --logdir {shown(output_dir / 'tensorboard')}")
+        lines.append(f"  tensorboard --logdir {display_path(output_dir / 'tensorboard')}")
     return "\n".join(lines)
 
 
@@ -130,28 +131,28 @@ def run_summary(cfg: DictConfig, trainer: Any, metrics: dict[str, float]) -> str
     from pytorch_lightning.loggers import TensorBoardLogger
 
     output_dir = Path(cfg.paths.output_dir)
-    lines = [f"Run finished. Directory: {shown(output_dir)}"]
+    lines = [f"Run finished. Directory: {display_path(output_dir)}"]
     monitored = f"best/{cfg.monitor.metric}"
     if monitored in metrics:
         lines.append(f"  {monitored}: {metrics[monitored]:.4g} ({cfg.monitor.mode}imised)")
     tested = [f"{key} {value:.4g}" for key, value in sorted(metrics.items()) if key.startswith("test/")]
     if tested:
         lines.append("  " + ", ".join(tested))
-    lines.append(f"  all final metrics: {shown(output_dir / 'metrics.json')}")
+    lines.append(f"  all final metrics: {display_path(output_dir / 'metrics.json')}")
     checkpoint = trainer.checkpoint_callback
     if not cfg.train:  # the callback's state is the training run's, restored from the checkpoint
         from app.checks import checkpoint_to_read
 
-        lines.append(f"  evaluated checkpoint: {shown(checkpoint_to_read(cfg) or cfg.ckpt_path)}")
+        lines.append(f"  evaluated checkpoint: {display_path(checkpoint_to_read(cfg) or cfg.ckpt_path)}")
     elif checkpoint is not None and checkpoint.best_model_path:
-        lines.append(f"  best checkpoint: {shown(checkpoint.best_model_path)}")
+        lines.append(f"  best checkpoint: {display_path(checkpoint.best_model_path)}")
     if (output_dir / "checkpoints").is_dir():
-        lines.append(f"  checkpoints: {shown(output_dir / 'checkpoints')}/")
+        lines.append(f"  checkpoints: {display_path(output_dir / 'checkpoints')}/")
     written = getattr(trainer.lightning_module, "written_folders", dict)()  # e.g. style's stylized images
     for what, folder in written.items():
         if Path(folder).is_dir():
-            lines.append(f"  {what}: {shown(folder)}/")
+            lines.append(f"  {what}: {display_path(folder)}/")
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            lines.append(f"  tensorboard --logdir {shown(logger.log_dir)}")
+            lines.append(f"  tensorboard --logdir {display_path(logger.log_dir)}")
     return "\n".join(lines)

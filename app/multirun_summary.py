@@ -125,9 +125,9 @@ def print_summary(title: str, rows: list[dict[str, Any]], columns: list[str]) ->
 def print_fold_summary(title: str, rows: list[dict[str, Any]], setting_keys: list[str],
                        metric_keys: list[str]) -> None:
     """Print the cross-validation rows as `mean ± std` per metric."""
-    shown = [{**row, **{k: f"{row[k]:.4g} ± {row[k + '_std']:.2g}" for k in metric_keys if k in row}}
+    formatted = [{**row, **{k: f"{row[k]:.4g} ± {row[k + '_std']:.2g}" for k in metric_keys if k in row}}
              for row in rows]
-    print_summary(title, shown, [*setting_keys, "folds", *metric_keys])
+    print_summary(title, formatted, [*setting_keys, "folds", *metric_keys])
 
 
 class SweepJobs(NamedTuple):

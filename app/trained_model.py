@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from app.overrides import apply_overrides, chosen_option, override_key
+from app.renamed_keys import move_renamed_keys
 from core.contracts import CHECKPOINT_KEY, CLASSES_KEY, stride_follows_crop
 from core.errors import CheckpointError, ConfigError
 from lightning_modules.checkpoint_io import read_checkpoint
@@ -43,6 +44,7 @@ def load_checkpoint(ckpt_path: str | None, overrides: Sequence[str]) -> tuple[Di
         raise CheckpointError(f"{path} holds no visionlab run config ({CHECKPOINT_KEY}): only checkpoints "
                               "written by run.py's training can be used for predict and export.")
     config = OmegaConf.create(checkpoint[CHECKPOINT_KEY])
+    move_renamed_keys(config, quiet=True)  # the keys of older checkpoints are no one's to rename
     check_task(str(config.get("task_name")), overrides, str(path))
     apply_overrides(config, overrides, STORED_GROUPS)
     stride_follows_crop(config.task, [override_key(o) for o in overrides])

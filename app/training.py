@@ -42,8 +42,8 @@ def misfit_details(ckpt_path: Any, cfg: DictConfig, error: RuntimeError) -> str:
     if stored and differing_options(stored.get("model"), model):
         return misfit_reason(stored, model, followed=[])
     lines = str(error).splitlines()
-    shown = "\n".join(line[:300] for line in lines[:4])
-    return f"{shown}\nUse the model= and data.num_classes that the checkpoint was trained with."
+    first_lines = "\n".join(line[:300] for line in lines[:4])
+    return f"{first_lines}\nUse the model= and data.num_classes that the checkpoint was trained with."
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

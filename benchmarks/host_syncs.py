@@ -13,7 +13,7 @@ need no GPU and are the same on every machine. Counted:
   (the config's optimizer: strong Wolfe line search, history 100);
 - task=segment, per training step of run.py's Trainer (forward, loss, backward, metrics, logging;
   not Adam's update, see CountSteps): training-stage metrics on every batch, on every 10th, or off
-  (`task.train_metrics_every_n_steps`). The plain loop of benchmarks/segmentation.py reads nothing.
+  (`task.train_metrics_every_n_batches`). The plain loop of benchmarks/segmentation.py reads nothing.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def style_syncs_per_evaluation(optimizer: str, evaluations: int, size: int) -> f
 
     torch.manual_seed(0)
     module = StyleTransferModule(VGGFeatures(weights=None), style_lbfgs(optimizer),
-                                 ["relu4_2"], {"relu1_1": 0.5, "relu3_1": 0.5}, iterations=evaluations,
+                                 ["relu4_2"], {"relu1_1": 0.5, "relu3_1": 0.5}, evaluations=evaluations,
                                  progress_every=0)
     images = torch.rand(2, 1, 3, size, size, generator=torch.Generator().manual_seed(0))
     sample = {"name": "noise", "content": images[0], "styles": [images[1]], "style_names": ["noise"],
@@ -104,7 +104,7 @@ def segmentation_syncs_per_step(every: int, steps: int, warmup: int, work: Path)
         f"trainer.max_steps={steps + warmup}", "trainer.max_epochs=1", "trainer.limit_val_batches=0",
         "+trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=10", "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar", "test=false",
-        f"task.train_metrics_every_n_steps={every}",
+        f"task.train_metrics_every_n_batches={every}",
     ], work / f"every{every}")
     datamodule, module, trainer = app_build.build(cfg)
     counter = SyncCounter()

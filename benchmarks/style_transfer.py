@@ -151,7 +151,7 @@ def framework(size: int, device: str, precision: str = "32"):
               "style_weights": torch.tensor([1.0])}
 
     def run(evaluations: int) -> tuple[list[float], Callable[[], float]]:
-        module.iterations = [evaluations]
+        module.evaluations = [evaluations]
         with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
             out = module.stylize(sample)
 

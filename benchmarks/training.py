@@ -15,8 +15,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lightning_modules.optimization import split_group_options
-
 AUTOCAST = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
 
@@ -77,7 +75,7 @@ def plain_seconds_per_step(cfg: DictConfig, warmup: int, steps: int) -> float:
     net.train()
     loss_of = instantiate(cfg.task, net=net, optimizer=None).compute_loss  # the task's loss, nothing else
     model = torch.compile(net) if cfg.get("compile") else net
-    optimizer = split_group_options(instantiate(cfg.optimizer))[0](net.parameters())  # one group
+    optimizer = instantiate(cfg.optimizer)(net.parameters())  # one group
     dtype = AUTOCAST.get(str(cfg.trainer.get("precision", "32")))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     loader = datamodule.train_dataloader()

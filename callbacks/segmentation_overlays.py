@@ -30,14 +30,14 @@ class SegmentationOverlays(ValidationSampleFigure):
 
     def legend_for(self, trainer, targets, preds, palette: torch.Tensor, width: int) -> torch.Tensor:
         """The legend of the classes shown (void, if shown, as `ignore`), names from the datamodule."""
-        shown = sorted({int(v) for mask in (*targets, *preds) for v in mask.unique()})
+        present = sorted({int(v) for mask in (*targets, *preds) for v in mask.unique()})
         classes = list(getattr(trainer.datamodule, "classes", None) or [])
         ignore_index = len(palette)  # colourize paints every value past the palette white
 
         def name(index: int) -> str:
             return classes[index] if index < len(classes) else str(index)
 
-        names = {i: name(i) for i in shown if i < len(palette)}
-        if any(i >= len(palette) for i in shown):
+        names = {i: name(i) for i in present if i < len(palette)}
+        if any(i >= len(palette) for i in present):
             names[ignore_index] = "ignore"
         return legend(names, palette, width, ignore_index)

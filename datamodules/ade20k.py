@@ -4,12 +4,12 @@ shifted down by one, as MMSegmentation's `reduce_zero_label`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
 from core.errors import DataError
+from datamodules.base import FilesUnderRoot
 from datamodules.image_files import report_ignored
 from datamodules.segmentation import Pairs, SegmentationDataModule, visible_pairs
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -84,16 +84,12 @@ def read_ade20k_split(ade_dir: Path, split: str) -> tuple[Pairs, int]:
     return visible_pairs(pairs, ade_dir)
 
 
-class ADE20KDataModule(SegmentationDataModule):
+class ADE20KDataModule(FilesUnderRoot, SegmentationDataModule):
     """`<root>/ADEChallengeData2016`: trains on `training`, validates and tests on `validation`."""
 
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
     palette = ADE20K_PALETTE
-
-    def __init__(self, root: str, **options: Any) -> None:
-        super().__init__(**options)
-        self.root = Path(root).expanduser()
 
     def allowed_mask_values(self) -> list[int]:
         return list(range(len(ADE20K_CLASSES) + 1))

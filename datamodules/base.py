@@ -1,4 +1,5 @@
-"""What every datamodule shares: splits, loaders and the class-count check."""
+"""What every datamodule shares: splits, loaders and the class-count check; the dataset root (and
+download) of those read from files."""
 
 from __future__ import annotations
 
@@ -138,6 +139,29 @@ def check_batch_limits(trainer: pl.Trainer | None, batches: dict[str, int], batc
         )
 
 
+class FilesUnderRoot:
+    """Mixed into the datamodules of datasets read from files under `data.root` (`~` expanded) before
+    their base class. `data.download=true` fetches the files there first (`fetch`, in `prepare_data`) for
+    the datasets that have a download; the others refuse it."""
+
+    def __init__(self, root: str, download: bool = False, **options: Any) -> None:
+        super().__init__(**options)
+        self.root = Path(root).expanduser()
+        self.download = download
+        if download and type(self).fetch is FilesUnderRoot.fetch:
+            raise ConfigError(f"data.download=true: {type(self).__name__} has no download. Put the dataset "
+                              f"under data.root ({self.root}) as its data config describes, and drop "
+                              "data.download.")
+
+    def prepare_data(self) -> None:
+        if self.download:
+            self.fetch()
+
+    def fetch(self) -> None:
+        """Download the dataset into `root` (`data.download=true`; once, on one process per node)."""
+        raise NotImplementedError
+
+
 class VisionDataModule(pl.LightningDataModule):
     """Subclasses implement `build_datasets` and set `classes`, `mean` and `std`."""
 
@@ -212,10 +236,10 @@ class VisionDataModule(pl.LightningDataModule):
     def check_num_classes(self) -> None:
         """Fail clearly when the configured class count disagrees with the data."""
         if len(self.classes) != self.num_classes:
-            shown = ", ".join(self.classes[:8]) + (", ..." if len(self.classes) > 8 else "")
+            names = ", ".join(self.classes[:8]) + (", ..." if len(self.classes) > 8 else "")
             raise DataError(
                 f"data.num_classes={self.num_classes} but the {type(self).__name__} data has "
-                f"{len(self.classes)} classes ({shown}). Set data.num_classes={len(self.classes)}."
+                f"{len(self.classes)} classes ({names}). Set data.num_classes={len(self.classes)}."
             )
 
     def inference_preprocessing(self) -> Preprocessing:
@@ -288,18 +312,15 @@ class ClassificationDataModule(VisionDataModule):
         return stratified_split(labels, held_out, self.split_seed, key, self.classes)
 
 
-class TorchvisionDataModule(ClassificationDataModule):
+class TorchvisionDataModule(FilesUnderRoot, ClassificationDataModule):
     """A torchvision dataset with official train/test splits; validation is held out of train."""
 
     layout: str  # where the files must be, for the error message when they are not
 
     def __init__(
-        self, root: str, download: bool = False, val_size: int = 5000, augment: Augment | None = None,
-        **options: Any,
+        self, root: str, val_size: int = 5000, augment: Augment | None = None, **options: Any
     ) -> None:
-        super().__init__(**options)
-        self.root = Path(root).expanduser()
-        self.download = download
+        super().__init__(root, **options)
         self.val_size = val_size
         self.augment = augment or Augment()
 
@@ -320,10 +341,9 @@ class TorchvisionDataModule(ClassificationDataModule):
         """Deterministic transform for validation and test images."""
         return self.augment.eval_transform(self.geometry(), self.mean, self.std)
 
-    def prepare_data(self) -> None:
-        if self.download:
-            self.make_dataset(train=True, transform=None, download=True)
-            self.make_dataset(train=False, transform=None, download=True)
+    def fetch(self) -> None:
+        self.make_dataset(train=True, transform=None, download=True)
+        self.make_dataset(train=False, transform=None, download=True)
 
     def build_datasets(self) -> dict[str, Dataset]:
         try:

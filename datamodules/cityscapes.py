@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes
 
 from core.errors import DataError
+from datamodules.base import FilesUnderRoot
 from datamodules.image_files import report_ignored
 from datamodules.segmentation import Pairs, SegmentationDataModule, visible_pairs
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -46,7 +47,7 @@ def read_cityscapes_split(root: Path, split: str, mode: str = "fine") -> tuple[P
     return visible_pairs(pairs, root)
 
 
-class CityscapesDataModule(SegmentationDataModule):
+class CityscapesDataModule(FilesUnderRoot, SegmentationDataModule):
     """`<root>/{leftImg8bit,gtFine}`: trains on `train` (plus `train_extra` with coarse labels when
     `use_coarse`), validates and tests on `val` (the test split's labels are withheld)."""
 
@@ -55,8 +56,7 @@ class CityscapesDataModule(SegmentationDataModule):
     palette = CITYSCAPES_PALETTE
 
     def __init__(self, root: str, use_coarse: bool = False, **options: Any) -> None:
-        super().__init__(**options)
-        self.root = Path(root).expanduser()
+        super().__init__(root, **options)
         self.use_coarse = use_coarse
 
     def allowed_mask_values(self) -> list[int]:

@@ -152,10 +152,10 @@ def scan_images(
     return sizes, problems
 
 
-def listing(lines: Sequence[str], shown: int = 10) -> str:
-    """Up to `shown` lines, indented, with a count of the others."""
-    rest = len(lines) - shown
-    return "\n".join(f"  {line}" for line in lines[:shown]) + (f"\n  ... and {rest} more" if rest > 0 else "")
+def listing(lines: Sequence[str], limit: int = 10) -> str:
+    """Up to `limit` lines, indented, with a count of the others."""
+    rest = len(lines) - limit
+    return "\n".join(f"  {line}" for line in lines[:limit]) + (f"\n  ... and {rest} more" if rest > 0 else "")
 
 
 def drop_unreadable(

@@ -13,7 +13,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from core.contracts import Preprocessing
 from core.errors import DataError, MissingDataError
 from datamodules.augment import Augment, Geometry, resize_and_crop
-from datamodules.base import ClassificationDataModule
+from datamodules.base import ClassificationDataModule, FilesUnderRoot
 from datamodules.image_files import (
     DEFAULT_MAX_PIXELS,
     ImageFileDataset,
@@ -27,7 +27,7 @@ from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 Samples = list[tuple[Path, int]]
 
 
-class ImageFolderDataModule(ClassificationDataModule):
+class ImageFolderDataModule(FilesUnderRoot, ClassificationDataModule):
     """`train/` is required; `val/` and `test/` are optional (split from train, or val reused)."""
 
     mean = IMAGENET_MEAN
@@ -43,8 +43,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         augment: Augment | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(**options)
-        self.root = Path(root).expanduser()
+        super().__init__(root, **options)
         self.resize_size = resize_size
         self.val_fraction = val_fraction
         self.skip_bad_images = skip_bad_images

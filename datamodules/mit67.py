@@ -41,13 +41,7 @@ def read_image_list(list_file: Path, images_dir: Path, class_to_idx: dict[str, i
 class MIT67DataModule(ImageFolderDataModule):
     """`<root>/Images/<class>/<file>` with `TrainImages.txt` and `TestImages.txt` beside it."""
 
-    def __init__(self, root: str, download: bool = False, **options: object) -> None:
-        super().__init__(root, **options)
-        self.download = download
-
-    def prepare_data(self) -> None:
-        if not self.download:
-            return
+    def fetch(self) -> None:
         if not (self.root / "Images").is_dir():
             download_and_extract_archive(IMAGES_URL, download_root=str(self.root))
         for name, url in LIST_URLS.items():

@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from core.errors import MissingDataError
+from datamodules.base import FilesUnderRoot
 from datamodules.image_files import report_ignored
 from datamodules.segmentation import Pairs, SegmentationDataModule, held_out_split, visible_pairs
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -23,7 +24,7 @@ def find_pairs(split_dir: Path, mask_suffix: str = ".png") -> tuple[Pairs, int]:
     return visible_pairs(pairs, split_dir)
 
 
-class SegFolderDataModule(SegmentationDataModule):
+class SegFolderDataModule(FilesUnderRoot, SegmentationDataModule):
     """`train/` is required; `val/` and `test/` are optional (held out of train, or val reused).
 
     Mask values are class indices (0 .. num_classes-1) or the ignore index; every mask is checked.
@@ -40,8 +41,7 @@ class SegFolderDataModule(SegmentationDataModule):
         val_fraction: float = 0.1,
         **options: Any,
     ) -> None:
-        super().__init__(**options)
-        self.root = Path(root).expanduser()
+        super().__init__(root, **options)
         self.class_names = list(classes) if classes else None
         self.mask_suffix = mask_suffix
         self.val_fraction = val_fraction

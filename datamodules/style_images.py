@@ -19,6 +19,9 @@ from datamodules.transforms import resize_longer_side
 EMBEDDED_PREFIX = "skimage:"
 DEFAULT_CONTENT = ("skimage:astronaut", "skimage:chelsea")
 DEFAULT_STYLE = ("skimage:immunohistochemistry",)
+# The smallest image side VGG's deepest layers can read (data.min_size, which task=style's coarsest
+# scale also obeys through task.min_size).
+MIN_SIZE = 32
 
 
 def image_sources(spec: str | Sequence[str]) -> list[str]:
@@ -124,7 +127,7 @@ class StyleImagesDataModule(pl.LightningDataModule):
         style_weights: Sequence[float] | None = None,
         image_size: int = 128,
         style_scale: float = 1.0,
-        min_size: int = 32,
+        min_size: int = MIN_SIZE,
         num_workers: int = 0,
     ) -> None:
         super().__init__()

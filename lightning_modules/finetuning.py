@@ -17,7 +17,7 @@ class BackboneFinetuning(BaseFinetuning):
     Frozen batch-norm layers stay in eval mode, so they keep their pretrained statistics (Lightning
     restores each module's mode after validation). At epoch `unfreeze_at_epoch` (None: never) the
     backbone trains again, batch-norm statistics included; its parameters are already in the
-    optimizer, in the groups `optimizer.backbone_lr_mult` gives their own learning rate, so the
+    optimizer, in the groups `param_groups.backbone_lr_mult` gives their own learning rate, so the
     learning-rate schedule applies to them as to the head.
     """
 

@@ -15,6 +15,7 @@ from core.contracts import SegmentationInference
 from core.errors import ConfigError
 from lightning_modules.inference import segment_logits
 from lightning_modules.losses import SegmentationLoss
+from lightning_modules.optimization import ParamGroups
 from lightning_modules.supervised import SupervisedTask
 
 Output = torch.Tensor | Mapping[str, torch.Tensor]
@@ -44,13 +45,14 @@ class SegmentationModule(SupervisedTask):
         class_weights: Sequence[float] | None = None,
         aux_weight: float = 0.5,
         compile: bool = False,
-        train_metrics_every_n_steps: int = 1,
+        train_metrics_every_n_batches: int = 1,
+        param_groups: ParamGroups | None = None,
         inference: str = "whole",
         crop_size: int | None = None,
         stride: int | None = None,
         tta: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_steps)
+        super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_batches, param_groups)
         self.inference = SegmentationInference.from_task(
             {"inference": inference, "crop_size": crop_size, "stride": stride, "tta": tta})
         stride, tta = self.inference.stride, self.inference.task_options()["tta"]
@@ -59,7 +61,7 @@ class SegmentationModule(SupervisedTask):
         loss_options = {str(name): dict(options or {}) for name, options in (loss_options or {}).items()}
         if class_weights is not None:
             class_weights = [float(w) for w in class_weights]
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "param_groups"])
         if class_weights is not None and len(class_weights) != num_classes:
             raise ConfigError(f"task.class_weights has {len(class_weights)} entries for "
                              f"{num_classes} classes: give one weight per class.")

@@ -15,7 +15,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from core.errors import ConfigError
 from lightning_modules.inference import predict_batch
-from lightning_modules.optimization import configure_optimization
+from lightning_modules.optimization import ParamGroups, configure_optimization
 
 STAGES = ("train", "val", "test")
 
@@ -29,18 +29,20 @@ class SupervisedTask(pl.LightningModule):
         optimizer: Callable[..., Optimizer],
         scheduler: dict[str, Any] | None = None,
         compile: bool = False,
-        train_metrics_every_n_steps: int = 1,
+        train_metrics_every_n_batches: int = 1,
+        param_groups: ParamGroups | None = None,
     ) -> None:
         super().__init__()
-        if train_metrics_every_n_steps < 0:
-            raise ConfigError(f"task.train_metrics_every_n_steps={train_metrics_every_n_steps}: use 1 "
+        if train_metrics_every_n_batches < 0:
+            raise ConfigError(f"task.train_metrics_every_n_batches={train_metrics_every_n_batches}: use 1 "
                              "(every training batch), N > 1 (every N-th batch) or 0 (none).")
         self.net = torch.compile(net) if compile else net
         self.optimizer = optimizer
         # The optimizer is built with `lr`, so that Lightning's LearningRateFinder can set it.
         self.lr: float | None = optimizer.keywords.get("lr") if isinstance(optimizer, partial) else None
         self.scheduler = scheduler
-        self.train_metrics_every_n_steps = train_metrics_every_n_steps
+        self.param_groups = param_groups
+        self.train_metrics_every_n_batches = train_metrics_every_n_batches
         self._metrics_logged: set[str] = set()  # stages whose metric objects are logged this epoch
         self._counted_batch: tuple[int, int] | None = None
 
@@ -120,7 +122,7 @@ class SupervisedTask(pl.LightningModule):
     def _updates_train_metrics(self, batch_idx: int) -> bool:
         # A metric update on the GPU waits for the step to finish (torchmetrics counts with
         # bincount and boolean masks), so sampling training batches lets steps queue up.
-        every = self.train_metrics_every_n_steps
+        every = self.train_metrics_every_n_batches
         return every > 0 and batch_idx % every == 0
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
@@ -149,7 +151,7 @@ class SupervisedTask(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer
-        if self.lr is not None:  # the LR finder may have changed it; one flat partial keeps group keys
+        if self.lr is not None:  # the LR finder may have changed it
             optimizer = partial(optimizer.func, *optimizer.args, **{**optimizer.keywords, "lr": self.lr})
         total_steps = self.trainer.estimated_stepping_batches
         batches = self.trainer.num_training_batches
@@ -158,7 +160,7 @@ class SupervisedTask(pl.LightningModule):
         return configure_optimization(
             self, optimizer, self.scheduler, total_steps=total_steps,
             steps_per_epoch=steps_per_epoch, head_prefix=self.head_prefix(),
-            include_frozen=self.unfreezes_later(),
+            include_frozen=self.unfreezes_later(), param_groups=self.param_groups,
         )
 
     def unfreezes_later(self) -> bool:

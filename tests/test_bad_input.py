@@ -53,10 +53,10 @@ def test_config_error_is_one_block_before_the_config_tree_with_exit_code_2(tmp_p
 
 
 def test_error_raised_by_a_constructor_is_shown_without_hydras_instantiation_traceback(tmp_path):
-    done = run_py(tmp_path, *QUIET, "task.train_metrics_every_n_steps=-1")
+    done = run_py(tmp_path, *QUIET, "task.train_metrics_every_n_batches=-1")
 
     assert done.returncode == 2
-    assert "ConfigError" in done.stderr and "task.train_metrics_every_n_steps=-1" in done.stderr
+    assert "ConfigError" in done.stderr and "task.train_metrics_every_n_batches=-1" in done.stderr
     assert "Error in call to target" not in done.stderr and "Traceback" not in done.stderr
 
 
@@ -69,12 +69,12 @@ def test_hydra_full_error_adds_the_traceback_to_the_block(tmp_path):
 
 
 def test_multirun_job_with_a_config_error_fails_with_its_message_and_the_sweep_goes_on(tmp_path):
-    done = run_py(tmp_path, "-m", *QUIET, "task.train_metrics_every_n_steps=-1,1")
+    done = run_py(tmp_path, "-m", *QUIET, "task.train_metrics_every_n_batches=-1,1")
 
     assert done.returncode != 0
     assert done.stderr.count("╭─ ConfigError") == 1
     sweep = next((tmp_path / "outputs" / "classify" / "multiruns").iterdir())
-    assert "train_metrics_every_n_steps=-1" in (sweep / "0" / "error.txt").read_text()
+    assert "train_metrics_every_n_batches=-1" in (sweep / "0" / "error.txt").read_text()
     assert (sweep / "1" / "metrics.json").is_file(), "the next job ran to the end"
 
 

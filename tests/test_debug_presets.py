@@ -29,7 +29,7 @@ def test_every_debug_preset_composes_with_every_task_into_a_trainer(make_config,
         assert trainer.max_epochs == 1 and trainer.limit_train_batches == 2
         assert not trainer.progress_bar_callback
         if task == "style":
-            assert cfg.task.iterations == 3, "debug/task/smoke_style.yaml shortens the optimisation"
+            assert cfg.task.evaluations == 3, "debug/task/smoke_style.yaml shortens the optimisation"
         else:
             assert cfg.data.batch_size <= 4
     if preset == "anomaly":

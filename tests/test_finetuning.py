@@ -50,7 +50,7 @@ def test_a_frozen_backbone_keeps_its_weights_and_batch_norm_statistics(tmp_path)
 
 def test_the_backbone_unfreezes_at_the_chosen_epoch_with_its_own_learning_rate(tmp_path):
     start, epochs = fit(tmp_path, "task.unfreeze_backbone_at_epoch=1", "trainer.max_epochs=2",
-                        "optimizer.backbone_lr_mult=0.1")
+                        "param_groups.backbone_lr_mult=0.1")
     frozen, unfrozen = epochs
     assert torch.equal(frozen["conv1"], start["conv1"]) and torch.equal(frozen["bn_mean"], start["bn_mean"])
     assert not frozen["bn_training"] and not torch.equal(frozen["fc"], start["fc"])

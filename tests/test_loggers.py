@@ -108,7 +108,7 @@ def test_mlflow_takes_a_server_uri_and_keeps_no_local_artifact_folder(tmp_path):
 FIGURES_OF_TASK = {
     "segment": ("val/overlays", ["task=segment", "model.base_width=8", "model.depth=2"]),
     "style": ("astronaut/progress", ["task=style", "model.weights=null", "data.image_size=32",
-                                     "task.num_scales=1", "task.iterations=4", "task.progress_every=2"]),
+                                     "task.num_scales=1", "task.evaluations=4", "task.progress_every=2"]),
 }
 
 

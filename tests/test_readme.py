@@ -216,7 +216,7 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
         lambda fx: f"predict.model={fx.onnx_export()}",
     # budgets of real runs: a smoke run takes two trials / three evaluations through the same code
     "hydra.sweeper.n_trials=10": lambda fx: "hydra.sweeper.n_trials=2",
-    "task.iterations=500": lambda fx: "task.iterations=3",
+    "task.evaluations=500": lambda fx: "task.evaluations=3",
 }
 # Tokens that need CUDA; the device count a command needs is trainer.devices x trainer.num_nodes.
 GPU_MARKERS = ("trainer.accelerator=gpu", "strategy=fsdp", "precision=16-mixed")
@@ -281,7 +281,12 @@ def place_pretrained_weights(fx: Fixtures, overrides: list[str]) -> None:
 
     if any(o.startswith(("predict.input=", "export.format=")) for o in overrides):
         return  # a trained model's own weights, no download (and run.py composes its stored task first)
-    model = compose_config(first_values(overrides), fx.outside / "composed").model
+    cwd = Path.cwd()
+    os.chdir(fx.workspace)  # where the command runs: relative paths (hydra.searchpath) start there
+    try:
+        model = compose_config(first_values(overrides), fx.outside / "composed").model
+    finally:
+        os.chdir(cwd)
     name = model.get("name") or ("vgg19" if model._target_.endswith("VGGFeatures") else None)
     if name is None:
         return

@@ -35,7 +35,7 @@ def test_cifar10_recipe_is_the_reference_recipe_and_runs(make_config, tmp_path):
                       "trainer.max_epochs=2", "scheduler.warmup_epochs=1", "task.ema.warmup_epochs=1")
     assert cfg.augment.policy == "trivialaugment" and cfg.augment.random_erasing == 0.1
     assert (cfg.task.mixup_alpha, cfg.task.cutmix_alpha, cfg.task.label_smoothing) == (0.2, 1.0, 0.1)
-    assert cfg.task.ema.decay == 0.9998 and cfg.optimizer.nesterov and cfg.optimizer.norm_weight_decay == 0
+    assert cfg.task.ema.decay == 0.9998 and cfg.optimizer.nesterov and cfg.param_groups.norm_weight_decay == 0
     metrics = training.train(cfg)
     assert "test/acc" in metrics
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
@@ -50,8 +50,8 @@ def test_mit67_finetune_recipe_unfreezes_its_pretrained_backbone_and_runs(make_c
                       "augment.eval_resize_size=72", "augment.eval_crop_size=64", "logger=none",
                       "trainer.max_epochs=2", "scheduler.warmup_epochs=1",
                       "task.unfreeze_backbone_at_epoch=1", "task.ema.warmup_epochs=1")
-    assert cfg.model.weights == "DEFAULT" and cfg.optimizer.backbone_lr_mult == 0.1
-    assert cfg.augment.random_resized_crop and cfg.optimizer.bias_weight_decay == 0
+    assert cfg.model.weights == "DEFAULT" and cfg.param_groups.backbone_lr_mult == 0.1
+    assert cfg.augment.random_resized_crop and cfg.param_groups.bias_weight_decay == 0
     datamodule, module, trainer = app_build.build(cfg)
     trainer.fit(module, datamodule=datamodule)
     groups = {g["name"]: g for g in trainer.optimizers[0].param_groups}
@@ -78,7 +78,7 @@ def test_a_warmup_as_long_as_the_training_says_so_and_runs(make_config):
 README_COMMANDS = [  # README.md, Classification > Training recipes, as written (plus debug=smoke)
     "augment=trivialaugment augment.random_erasing=0.1 task.mixup_alpha=0.2 task.cutmix_alpha=1.0 "
     "task.label_smoothing=0.1",
-    "optimizer=sgd optimizer.norm_weight_decay=0 scheduler=cosine scheduler.scheduler.warmup_fraction=0 "
+    "optimizer=sgd param_groups.norm_weight_decay=0 scheduler=cosine scheduler.scheduler.warmup_fraction=0 "
     "scheduler.warmup_epochs=2 task.ema.decay=0.999",
 ]
 
