@@ -53,6 +53,7 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     from callbacks.finite_loss import StopOnNonFiniteLoss
     from callbacks.run_config import RunConfigInCheckpoint
     from callbacks.stop_checkpoint import CheckpointOnSIGTERM
+    from callbacks.throughput import Throughput
 
     callbacks = usable_callbacks(
         instantiate_all(cfg.get("callbacks")), has_logger=bool(loggers),
@@ -62,6 +63,7 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
         RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)),
         StopOnNonFiniteLoss(),
         CheckpointOnSIGTERM(Path(cfg.paths.output_dir) / "checkpoints", resume_command(cfg)),
+        Throughput(),
     ]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer

@@ -111,6 +111,11 @@ def run_summary(cfg: DictConfig, trainer: Any, metrics: dict[str, float]) -> str
     tested = [f"{key} {value:.4g}" for key, value in sorted(metrics.items()) if key.startswith("test/")]
     if tested:
         lines.append("  " + ", ".join(tested))
+    from app.costs import cost_lines
+
+    costs = cost_lines(metrics)
+    if costs:
+        lines.append("  cost: " + ", ".join(costs))
     lines.append(f"  all final metrics: {shown(output_dir / 'metrics.json')}")
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:

@@ -56,4 +56,18 @@ def export(cfg: DictConfig) -> Path:
             "checkpoint": str(Path(cfg.ckpt_path).resolve()), **facts}
     (folder / "model.json").write_text(json.dumps(info, indent=2))
     print(f"Exported {path} and {folder / 'model.json'}")
+    report_export_costs(cfg, module.net, path, samples)
     return path
+
+
+def report_export_costs(cfg: DictConfig, net: torch.nn.Module, path: Path, samples: torch.Tensor) -> None:
+    """metrics.json of an export run: the network's parameters and compute, the file's size, and the
+    exported model's images/s on the verification samples (onnxruntime or torch.jit, this machine)."""
+    from app.costs import file_size, images_per_second, network_costs, peak_memory, report_mode_costs
+    from app.runtime import ExportedModel
+
+    costs = {**network_costs(net, (1, *samples.shape[1:])), **file_size(path, "cost/export_bytes"),
+             **file_size(cfg.ckpt_path, "cost/checkpoint_bytes"),
+             "cost/inference_images_per_s": images_per_second(ExportedModel(path, info={}), samples.float()),
+             **peak_memory()}
+    report_mode_costs(cfg.paths.output_dir, costs)

@@ -32,6 +32,33 @@ def checkpoint_loading(ckpt_path: Any) -> Iterator[None]:
         ) from error
 
 
+def input_shape(cfg: DictConfig) -> tuple[int, ...] | None:
+    """One image at the run's input size, (1, channels, side, side), for a classify or segment run."""
+    if cfg.get("task_name") not in ("classify", "segment"):
+        return None
+    return (1, int(cfg.data.channels), int(cfg.data.image_size), int(cfg.data.image_size))
+
+
+def run_costs(cfg: DictConfig, module: Any, trainer: Any) -> dict[str, Any]:
+    """What the run's model costs (`cost/...`): parameters, compute, checkpoint, memory, images/s."""
+    from app.costs import file_size, network_costs, peak_memory
+    from callbacks.throughput import Throughput
+
+    costs: dict[str, Any] = {}
+    shape = input_shape(cfg)
+    if shape is not None:
+        costs.update(network_costs(module.net, shape))
+    checkpoint = trainer.checkpoint_callback
+    saved = (checkpoint.best_model_path or checkpoint.last_model_path) if checkpoint is not None else None
+    costs.update(file_size(saved or (cfg.ckpt_path if not cfg.train else None), "cost/checkpoint_bytes"))
+    costs.update(peak_memory(module.device))
+    throughput = next((cb for cb in trainer.callbacks if isinstance(cb, Throughput)), None)
+    speed = throughput.images_per_second("train") if throughput is not None else None
+    if speed is not None:
+        costs["cost/train_images_per_s"] = speed
+    return costs
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Instantiate everything from `cfg`, fit, test the best checkpoint; return the final metrics."""
     from app.hparams import log_hyperparameters_with_metrics
@@ -54,6 +81,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_score is not None:
         metrics[f"best/{checkpoint.monitor}"] = float(checkpoint.best_model_score)
+    metrics.update(run_costs(cfg, module, trainer))
     log_hyperparameters_with_metrics(trainer.loggers, hyperparameters, metrics)
     if trainer.is_global_zero:
         output_dir = Path(cfg.paths.output_dir)
