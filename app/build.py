@@ -49,6 +49,10 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
         cfg.task, net=net, optimizer=instantiate(cfg.optimizer), scheduler=scheduler,
         compile=cfg.compile,
     )
+    if OmegaConf.select(cfg, "task.distill.teacher"):
+        from app.teacher import load_teacher
+
+        module.attach_teacher(load_teacher(cfg))
     loggers = instantiate_all(cfg.get("logger"))
     from callbacks.finite_loss import StopOnNonFiniteLoss
     from callbacks.run_config import RunConfigInCheckpoint

@@ -12,6 +12,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
 
 from core.errors import ConfigError
+from lightning_modules.distillation import distill_options
 from lightning_modules.inference import segment_logits
 from lightning_modules.losses import SegmentationLoss
 from lightning_modules.supervised import SupervisedTask
@@ -48,8 +49,10 @@ class SegmentationModule(SupervisedTask):
         crop_size: int | None = None,
         stride: int | None = None,
         tta: Mapping[str, Any] | None = None,
+        distill: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_steps)
+        distill = distill_options(distill)  # a plain dict in the checkpoint's hyperparameters
         tta = {"flip": bool((tta or {}).get("flip", False)),
                "scales": [float(s) for s in (tta or {}).get("scales", None) or [1.0]]}
         if inference not in ("whole", "slide"):
@@ -117,6 +120,13 @@ class SegmentationModule(SupervisedTask):
         if aux is not None and self.aux_weight:
             loss = loss + self.aux_weight * self.loss(aux, target)
         return loss
+
+    def logits(self, output: Output) -> torch.Tensor:
+        return main_logits(output)
+
+    def distill_mask(self, target: torch.Tensor) -> torch.Tensor:
+        """Pixels that count: every one but `ignore_index`'s."""
+        return target != self.ignore_index
 
     def predictions(self, output: Output) -> torch.Tensor:
         """The predicted class of every pixel."""
