@@ -140,8 +140,10 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def uses_a_trained_model(cfg: DictConfig) -> bool:
-    """Whether the run predicts or exports (`predict.input`, `export.format`) instead of training."""
-    return bool(OmegaConf.select(cfg, "predict.input") or OmegaConf.select(cfg, "export.format"))
+    """Whether the run predicts, exports or compresses a checkpoint (`predict.input`, `export.format`,
+    `compress.prune.ratio`) instead of training."""
+    return bool(OmegaConf.select(cfg, "predict.input") or OmegaConf.select(cfg, "export.format")
+                or OmegaConf.select(cfg, "compress.prune.ratio") is not None)
 
 
 def runs_on_cpu(accelerator: str) -> bool:

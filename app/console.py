@@ -111,7 +111,13 @@ def run_summary(cfg: DictConfig, trainer: Any, metrics: dict[str, float]) -> str
     tested = [f"{key} {value:.4g}" for key, value in sorted(metrics.items()) if key.startswith("test/")]
     if tested:
         lines.append("  " + ", ".join(tested))
-    from app.costs import cost_lines
+    from app.costs import cost_lines, readable
+
+    unpruned = [f"{key.removeprefix('unpruned/')} {value:.4g}" for key, value in sorted(metrics.items())
+                if key.startswith("unpruned/test/")]
+    if unpruned:
+        lines.append(f"  before pruning {metrics['prune/ratio']:.0%} of the channels: " + ", ".join(unpruned)
+                     + f", {readable(metrics['unpruned/cost/parameters'])} parameters")
 
     costs = cost_lines(metrics)
     if costs:

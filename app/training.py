@@ -61,12 +61,21 @@ def run_costs(cfg: DictConfig, module: Any, trainer: Any) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Instantiate everything from `cfg`, fit, test the best checkpoint; return the final metrics."""
-    from app.hparams import log_hyperparameters_with_metrics
-
     datamodule, module, trainer = build(cfg)
+    log_hyperparameters(cfg, trainer)
+    metrics = fit_and_test(cfg, datamodule, module, trainer)
+    return finish(cfg, module, trainer, metrics)
+
+
+def log_hyperparameters(cfg: DictConfig, trainer: Any) -> None:
+    """The resolved config as every logger's hyperparameters."""
     hyperparameters = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
         logger.log_hyperparams(hyperparameters)
+
+
+def fit_and_test(cfg: DictConfig, datamodule: Any, module: Any, trainer: Any) -> dict[str, float]:
+    """Fit (`train`), then test the best checkpoint, or `ckpt_path` without training (`test`)."""
     metrics: dict[str, float] = {}
     if cfg.train:
         with checkpoint_loading(cfg.ckpt_path):
@@ -78,11 +87,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
         with checkpoint_loading(ckpt_path):
             trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
+    return metrics
+
+
+def finish(cfg: DictConfig, module: Any, trainer: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The best monitored value and the costs added to `metrics`; metrics.json and the summary written."""
+    from app.hparams import log_hyperparameters_with_metrics
+
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_score is not None:
         metrics[f"best/{checkpoint.monitor}"] = float(checkpoint.best_model_score)
     metrics.update(run_costs(cfg, module, trainer))
-    log_hyperparameters_with_metrics(trainer.loggers, hyperparameters, metrics)
+    log_hyperparameters_with_metrics(trainer.loggers, OmegaConf.to_container(cfg, resolve=True), metrics)
     if trainer.is_global_zero:
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)

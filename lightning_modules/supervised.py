@@ -13,10 +13,12 @@ from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric, MetricCollection
 
+from core.contracts import PRUNED_KEY
 from core.errors import ConfigError
 from lightning_modules.distillation import Distillation
 from lightning_modules.inference import predict_batch
 from lightning_modules.optimization import configure_optimization
+from lightning_modules.pruning import layer_shapes, reshape_to
 
 STAGES = ("train", "val", "test")
 
@@ -45,6 +47,7 @@ class SupervisedTask(pl.LightningModule):
         self._metrics_logged: set[str] = set()  # stages whose metric objects are logged this epoch
         self._counted_batch: tuple[int, int] | None = None
         self.distillation: Distillation | None = None  # set by attach_teacher (task.distill.teacher)
+        self.pruning: dict[str, Any] | None = None  # how the network was pruned, when it was
 
     def make_metrics(self) -> MetricCollection:
         """The metrics of one stage; each stage gets its own instance."""
@@ -88,6 +91,21 @@ class SupervisedTask(pl.LightningModule):
         if self.distillation is None:
             return loss
         return self.distillation.loss(loss, x, self.logits(output), self.logits, self.distill_mask(y))
+
+    def mark_pruned(self, how: dict[str, Any]) -> None:
+        """Record that `net` was pruned (`how`: ratio, method, ...): checkpoints then store its shapes."""
+        self.pruning = dict(how)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.pruning is not None:
+            checkpoint[PRUNED_KEY] = {**self.pruning, "shapes": layer_shapes(self.net)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A pruned network's checkpoint: give `net` its pruned shapes before the weights are loaded."""
+        pruned = checkpoint.get(PRUNED_KEY)
+        if pruned is not None:
+            reshape_to(getattr(self.net, "_orig_mod", self.net), pruned["shapes"])
+            self.mark_pruned({k: v for k, v in pruned.items() if k != "shapes"})
 
     def on_fit_start(self) -> None:
         if self.distillation is not None:
