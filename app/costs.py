@@ -86,14 +86,16 @@ def cost_lines(costs: Mapping[str, Any]) -> list[str]:
     if "cost/macs" in costs:
         lines.append(f"{readable(costs['cost/macs'])} MACs = {readable(costs['cost/flops'])} FLOPs "
                      f"per forward at {costs['cost/input_shape']}")
-    for key, label in (("cost/checkpoint_bytes", "checkpoint"), ("cost/export_bytes", "exported file")):
+    for key, label in (("cost/checkpoint_bytes", "checkpoint"), ("cost/export_bytes", "exported file"),
+                       ("cost/int8_export_bytes", "INT8 file")):
         if key in costs:
             lines.append(f"{label} {readable(costs[key], 'B')}")
     if "cost/peak_memory_bytes" in costs:
         cuda = str(costs.get("cost/peak_memory_kind")).startswith("cuda")
         kind = "CUDA max allocated" if cuda else "peak RSS"
         lines.append(f"peak memory {readable(costs['cost/peak_memory_bytes'], 'B')} ({kind})")
-    for key, label in (("cost/train_images_per_s", "training"), ("cost/inference_images_per_s", "inference")):
+    for key, label in (("cost/train_images_per_s", "training"), ("cost/inference_images_per_s", "inference"),
+                       ("cost/int8_inference_images_per_s", "INT8 inference")):
         if key in costs:
             lines.append(f"{label} {costs[key]:.4g} images/s")
     return lines
