@@ -61,7 +61,13 @@ class ServedModel:
         from app.runtime import ExportedModel
         from app.trained_model import check_task
 
-        model = ExportedModel(path)
+        try:
+            model = ExportedModel(path)
+        except CheckpointError:
+            raise
+        except Exception as err:  # onnxruntime / torch.jit name what is wrong with the file
+            raise CheckpointError(f"serve.model={path} cannot be loaded: {type(err).__name__}: "
+                                  f"{str(err)[:300]}. Export it again with export.format=...") from err
         check_task(model.info["task"], overrides, str(path))
         options = OmegaConf.create({"task": model.info.get("task_options", {})})
         apply_overrides(options, overrides, ("task",))
