@@ -4,6 +4,7 @@ with LitServe: POST /predict with an image, GET /health; dynamic batching across
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -186,9 +187,10 @@ def serve(cfg: DictConfig) -> None:
     threads = max(1, (os.cpu_count() or 1) // int(options.workers))
     api = ImageAPI(str(Path(options.model).expanduser().resolve()), overrides, int(options.top_k), threads,
                    max_batch_size=int(options.max_batch_size), batch_timeout=float(options.batch_timeout))
+    check = SmokeTest(model) if options.smoke_test else None
     server = litserve.LitServer(
         api, accelerator=str(options.accelerator), workers_per_device=int(options.workers),
-        timeout=float(options.timeout), middlewares=[(ImageUploads, {
+        timeout=float(options.timeout), enable_shutdown_api=check is not None, middlewares=[(ImageUploads, {
             "max_image_pixels": int(options.max_image_pixels),
             "max_request_bytes": int(options.max_request_bytes)})])
     host = str(options.host)
@@ -201,5 +203,66 @@ def serve(cfg: DictConfig) -> None:
           f"{options.batch_timeout} s\n"
           f"  try: curl -X POST --data-binary @photo.png -H 'Content-Type: image/png' {url}/predict\n"
           f"   or: curl -F image=@photo.png {url}/predict", flush=True)
+    if check is not None:
+        check.start(url)
     server.run(host=host, port=int(options.port), generate_client_file=False,
                num_api_servers=options.get("api_servers"), log_level=str(options.log_level))
+    if check is not None and check.failure:
+        raise ConfigError(f"serve.smoke_test: {check.failure}")
+
+
+class SmokeTest:
+    """`serve.smoke_test=true`: once /health answers, POST one blank image, print the answer, and stop the
+    server through LitServe's shutdown endpoint (a start-up check for CI and containers)."""
+
+    def __init__(self, model: ServedModel) -> None:
+        import secrets
+
+        import litserve.server
+
+        self.model = model
+        self.failure: str | None = None
+        self.token = secrets.token_urlsafe(16)
+        os.environ["LIT_SHUTDOWN_API_KEY"] = self.token
+        litserve.server.SHUTDOWN_API_KEY = self.token  # read once, when LitServe was imported
+
+    def start(self, url: str) -> None:
+        import logging
+        import threading
+
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+        threading.Thread(target=self.run, args=(url,), daemon=True).start()
+
+    def run(self, url: str) -> None:
+        import time
+
+        import httpx
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new(self.model.preprocessing["mode"], (32, 32), 128).save(buffer, format="PNG")
+        deadline = time.monotonic() + 600
+        try:
+            while not self.healthy(httpx, url):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{url}/health did not answer within 600 s")
+                time.sleep(0.5)
+            answer = httpx.post(f"{url}/predict", content=buffer.getvalue(), timeout=120,
+                                headers={"content-type": "image/png"})
+            shown = answer.text[:300] if "json" in answer.headers.get("content-type", "") else (
+                f"{answer.headers.get('content-type')}, {len(answer.content)} bytes")
+            print(f"Smoke test: POST /predict -> {answer.status_code} {shown}", flush=True)
+            if answer.status_code != 200:
+                self.failure = f"POST /predict answered {answer.status_code}: {answer.text[:300]}"
+        except Exception as err:  # whatever went wrong, the server must still be stopped
+            self.failure = f"{type(err).__name__}: {err}"
+        finally:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(f"{url}/shutdown", headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+
+    @staticmethod
+    def healthy(httpx: Any, url: str) -> bool:
+        try:
+            return httpx.get(f"{url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
