@@ -114,7 +114,8 @@ def measure_case(name: str, folder: Path, epochs: int, fine_tune: int, quick: bo
         f"distilled - alone ({metric})": scores["student distilled"] - scores["student alone"],
     }
     for key, value in report.items():
-        print(f"ratio {key} [{name}]: {value:.4g}")
+        print(f"ratio {key} [{name}]: {value:.4g}", flush=True)
+    print_table(f"Compression: {name}", rows)  # each case's table as soon as it is measured
     return rows
 
 
