@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
 
     args = parse_args(__doc__.splitlines()[0], extra, argv)
+    # SIGTERM (e.g. `timeout`) ends the run through the finally blocks, which stop the servers
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     cases = ["mnist_cnn"] if args.quick and args.cases == list(CASES) else args.cases
     clients, requests_each = (4, 2) if args.quick else (args.clients, args.requests)
     with tempfile.TemporaryDirectory() as folder:
