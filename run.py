@@ -55,7 +55,8 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def mode_of(cfg: DictConfig) -> Callable[[DictConfig], Any] | None:
-    """The mode that uses a trained model when the config asks for one (`export.format`, `predict.input`)."""
+    """The mode that uses a trained model when the config asks for one (`export.format`, `predict.input`,
+    `serve.model`, `compress.prune.ratio`)."""
     if OmegaConf.select(cfg, "export.format"):
         from app.export import export
 
@@ -64,6 +65,14 @@ def mode_of(cfg: DictConfig) -> Callable[[DictConfig], Any] | None:
         from app.predict import predict
 
         return predict
+    if OmegaConf.select(cfg, "serve.model"):
+        from app.serve import serve
+
+        return serve
+    if OmegaConf.select(cfg, "compress.prune.ratio") is not None:
+        from app.compress import compress
+
+        return compress
     return None
 
 

@@ -54,10 +54,15 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
         cfg.task, net=net, optimizer=instantiate(cfg.optimizer), scheduler=scheduler,  # config (an
         param_groups=cfg.param_groups, compile=cfg.compile,  # instance given here would become one)
     )
+    if OmegaConf.select(cfg, "task.distill.teacher"):
+        from app.teacher import load_teacher
+
+        module.attach_teacher(load_teacher(cfg))
     loggers = instantiate_all(cfg.get("logger"))
     from callbacks.finite_loss import StopOnNonFiniteLoss
     from callbacks.run_config import RunConfigInCheckpoint
     from callbacks.stop_checkpoint import CheckpointOnSIGTERM
+    from callbacks.throughput import Throughput
 
     callbacks = usable_callbacks(
         instantiate_all(cfg.get("callbacks")), has_logger=bool(loggers),
@@ -67,6 +72,7 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
         RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)),
         StopOnNonFiniteLoss(),
         CheckpointOnSIGTERM(Path(cfg.paths.output_dir) / "checkpoints", resume_command(cfg)),
+        Throughput(),
     ]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer

@@ -208,8 +208,11 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def uses_a_trained_model(cfg: DictConfig) -> bool:
-    """Whether the run predicts or exports (`predict.input`, `export.format`) instead of training."""
-    return bool(OmegaConf.select(cfg, "predict.input") or OmegaConf.select(cfg, "export.format"))
+    """Whether the run predicts, exports, serves or compresses a trained model (`predict.input`,
+    `export.format`, `serve.model`, `compress.prune.ratio`) instead of training."""
+    return bool(OmegaConf.select(cfg, "predict.input") or OmegaConf.select(cfg, "export.format")
+                or OmegaConf.select(cfg, "serve.model")
+                or OmegaConf.select(cfg, "compress.prune.ratio") is not None)
 
 
 def runs_on_cpu(accelerator: str) -> bool:

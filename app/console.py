@@ -138,6 +138,17 @@ def run_summary(cfg: DictConfig, trainer: Any, metrics: dict[str, float]) -> str
     tested = [f"{key} {value:.4g}" for key, value in sorted(metrics.items()) if key.startswith("test/")]
     if tested:
         lines.append("  " + ", ".join(tested))
+    from app.costs import cost_lines, readable
+
+    unpruned = [f"{key.removeprefix('unpruned/')} {value:.4g}" for key, value in sorted(metrics.items())
+                if key.startswith("unpruned/test/")]
+    if unpruned:
+        lines.append(f"  before pruning {metrics['prune/ratio']:.0%} of the channels: " + ", ".join(unpruned)
+                     + f", {readable(metrics['unpruned/cost/parameters'])} parameters")
+
+    costs = cost_lines(metrics)
+    if costs:
+        lines.append("  cost: " + ", ".join(costs))
     lines.append(f"  all final metrics: {display_path(output_dir / 'metrics.json')}")
     checkpoint = trainer.checkpoint_callback
     if not cfg.train:  # the callback's state is the training run's, restored from the checkpoint

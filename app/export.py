@@ -49,21 +49,57 @@ def task_options(module: pl.LightningModule) -> dict[str, Any]:
 
 
 def export(cfg: DictConfig) -> Path:
-    """`export.format=onnx|torchscript ckpt_path=CKPT`: `<run dir>/export/model.*` and `model.json`."""
+    """`export.format=onnx|torchscript|tensorrt ckpt_path=CKPT`: `<run dir>/export/model.*`, `model.json`."""
+    if cfg.export.format == "tensorrt":
+        from app.tensorrt import require_tensorrt
+
+        require_tensorrt()  # before any loading: no CUDA device, no engine
     config, checkpoint = load_checkpoint(cfg.ckpt_path, command_line_overrides())
     datamodule, module = build_from_checkpoint(config, checkpoint)
     preprocessing = datamodule.inference_preprocessing()
     samples = verification_samples(cfg, datamodule, preprocessing)
     task = str(config.task_name)
     folder = Path(cfg.paths.output_dir) / "export"
-    path, facts = export_network(module.net, str(cfg.export.format), folder, samples, int(cfg.export.opset),
-                                 dynamic_hw=task == "segment", tolerance=float(cfg.export.tolerance))
+    if cfg.export.format == "tensorrt":
+        from app.tensorrt import export_tensorrt
+
+        path, facts = export_tensorrt(module.net, folder, samples, int(cfg.export.opset), task == "segment",
+                                      float(cfg.export.tensorrt_tolerance), bool(cfg.export.tensorrt_fp16))
+    else:
+        path, facts = export_network(module.net, str(cfg.export.format), folder, samples,
+                                     int(cfg.export.opset), dynamic_hw=task == "segment",
+                                     tolerance=float(cfg.export.tolerance))
+    int8 = None
+    if cfg.export.get("quantize"):
+        from app.quantize import quantize_onnx
+
+        int8 = quantize_onnx(cfg, path, datamodule, task, int(config.data.num_classes),
+                             config.data.get("ignore_index"), samples if cfg.export.verify_input else None)
     info = ModelInfo(task=task, classes=class_names(checkpoint, int(config.data.num_classes)),
                      num_classes=int(config.data.num_classes), channels=int(config.data.channels),
                      input_size=None if task == "segment" else [int(config.data.image_size)] * 2,
                      preprocessing=preprocessing, ignore_index=config.data.get("ignore_index"),
                      task_options=task_options(module), checkpoint=str(Path(cfg.ckpt_path).resolve()),
-                     **facts)
+                     int8=int8, **facts)
     (folder / "model.json").write_text(json.dumps(info.to_json(), indent=2))
     print(f"Exported {path} and {folder / 'model.json'}")
+    report_export_costs(cfg, module.net, path, samples)
     return path
+
+
+def report_export_costs(cfg: DictConfig, net: torch.nn.Module, path: Path, samples: torch.Tensor) -> None:
+    """metrics.json of an export run: the network's parameters and compute, the file's size, and the
+    exported model's images/s on the verification samples (onnxruntime or torch.jit, this machine)."""
+    from app.costs import file_size, images_per_second, network_costs, peak_memory, report_mode_costs
+    from app.runtime import ExportedModel
+
+    costs = {**network_costs(net, (1, *samples.shape[1:])), **file_size(path, "cost/export_bytes"),
+             **file_size(cfg.ckpt_path, "cost/checkpoint_bytes"),
+             "cost/inference_images_per_s": images_per_second(ExportedModel(path), samples.float()),
+             **peak_memory()}
+    int8 = path.with_name("model.int8.onnx")
+    if cfg.export.get("quantize") and int8.is_file():
+        costs |= {**file_size(int8, "cost/int8_export_bytes"),
+                  "cost/int8_inference_images_per_s": images_per_second(ExportedModel(int8),
+                                                                        samples.float())}
+    report_mode_costs(cfg.paths.output_dir, costs)

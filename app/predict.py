@@ -13,11 +13,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from app.build import instantiate_all
+from app.costs import file_size, parameter_counts, peak_memory, report_mode_costs
 from app.inputs import PredictionInputs, collate_inputs, list_inputs
 from app.overrides import apply_overrides, command_line_overrides, override_key
 from app.runtime import ExportedModel, read_model_info
 from app.trained_model import build_from_checkpoint, check_task, class_names, load_checkpoint
 from app.writers import ClassificationWriter, PredictionWriter, SegmentationWriter
+from callbacks.throughput import Throughput
 from core.contracts import ModelInfo, Preprocessing, SegmentationInference, stride_follows_crop
 from core.errors import DataError
 from datamodules.transforms import preprocessing_transform
@@ -71,12 +73,30 @@ def run_predict_loop(cfg: DictConfig, module: pl.LightningModule, task: str, pre
                         collate_fn=collate_inputs)
     writer = make_writer(task, cfg, inputs, classes)
     loggers = instantiate_all(cfg.get("logger"))
-    trainer = instantiate(cfg.trainer, callbacks=[writer], logger=loggers or False)
+    throughput = Throughput()
+    trainer = instantiate(cfg.trainer, callbacks=[writer, throughput], logger=loggers or False)
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     if trainer.is_global_zero and len(writer.gathered_skipped) == len(inputs):
         raise DataError(f"None of the {len(inputs)} input image(s) could be read: see "
                         f"{Path(cfg.paths.output_dir) / 'skipped.txt'}.")
+    if trainer.is_global_zero:
+        report_predict_costs(cfg, module, throughput)
     return writer
+
+
+def report_predict_costs(cfg: DictConfig, module: pl.LightningModule, throughput: Throughput) -> None:
+    """metrics.json of a predict run: images/s, and the network's parameters or the exported file's size."""
+    costs: dict[str, Any] = {}
+    speed = throughput.images_per_second("predict")
+    if speed is not None:
+        costs["cost/inference_images_per_s"] = speed
+    if isinstance(module, ExportedTask):
+        costs.update(file_size(module.model.path, "cost/export_bytes"))
+    else:
+        costs.update(parameter_counts(module.net))
+        costs.update(file_size(cfg.ckpt_path, "cost/checkpoint_bytes"))
+    costs.update(peak_memory(module.device))
+    report_mode_costs(cfg.paths.output_dir, costs)
 
 
 def predict(cfg: DictConfig) -> None:

@@ -110,6 +110,7 @@ def build_from_checkpoint(config: DictConfig, checkpoint: dict[str, Any]) -> tup
     module = instantiate(config.task, net=instantiate(model_config), optimizer=None, scheduler=None,
                          compile=False)
     try:
+        module.on_load_checkpoint(checkpoint)  # a pruned network takes its stored shapes first
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
         reason = misfit_reason(checkpoint[CHECKPOINT_KEY], config.model, followed)

@@ -46,14 +46,50 @@ def misfit_details(ckpt_path: Any, cfg: DictConfig, error: RuntimeError) -> str:
     return f"{first_lines}\nUse the model= and data.num_classes that the checkpoint was trained with."
 
 
+def input_shape(cfg: DictConfig) -> tuple[int, ...] | None:
+    """One image at the run's input size, (1, channels, side, side), for a classify or segment run."""
+    if cfg.get("task_name") not in ("classify", "segment"):
+        return None
+    return (1, int(cfg.data.channels), int(cfg.data.image_size), int(cfg.data.image_size))
+
+
+def run_costs(cfg: DictConfig, module: Any, trainer: Any) -> dict[str, Any]:
+    """What the run's model costs (`cost/...`): parameters, compute, checkpoint, memory, images/s."""
+    from app.costs import file_size, network_costs, peak_memory
+    from callbacks.throughput import Throughput
+
+    costs: dict[str, Any] = {}
+    shape = input_shape(cfg)
+    if shape is not None:
+        costs.update(network_costs(module.net, shape))
+    checkpoint = trainer.checkpoint_callback
+    saved = (checkpoint.best_model_path or checkpoint.last_model_path) if checkpoint is not None else None
+    costs.update(file_size(saved or (cfg.ckpt_path if not cfg.train else None), "cost/checkpoint_bytes"))
+    costs.update(peak_memory(module.device))
+    throughput = next((cb for cb in trainer.callbacks if isinstance(cb, Throughput)), None)
+    speed = throughput.images_per_second("train") if throughput is not None else None
+    if speed is not None:
+        costs["cost/train_images_per_s"] = speed
+    return costs
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Instantiate everything from `cfg`, fit, test the best checkpoint; return the final metrics."""
-    from app.hparams import log_hyperparameters_with_metrics
-
     datamodule, module, trainer = build(cfg)
+    log_hyperparameters(cfg, trainer)
+    metrics = fit_and_test(cfg, datamodule, module, trainer)
+    return finish(cfg, module, trainer, metrics)
+
+
+def log_hyperparameters(cfg: DictConfig, trainer: Any) -> None:
+    """The resolved config as every logger's hyperparameters."""
     hyperparameters = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
         logger.log_hyperparams(hyperparameters)
+
+
+def fit_and_test(cfg: DictConfig, datamodule: Any, module: Any, trainer: Any) -> dict[str, float]:
+    """Fit (`train`), then test the best checkpoint, or `ckpt_path` without training (`test`)."""
     metrics: dict[str, float] = {}
     if cfg.train:
         with checkpoint_loading(cfg.ckpt_path, cfg):
@@ -65,10 +101,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
         with checkpoint_loading(ckpt_path, cfg):
             trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
+    return metrics
+
+
+def finish(cfg: DictConfig, module: Any, trainer: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The best monitored value and the costs added to `metrics`; metrics.json and the summary written."""
+    from app.hparams import log_hyperparameters_with_metrics
+
     checkpoint = trainer.checkpoint_callback
     if cfg.train and checkpoint is not None and checkpoint.best_model_score is not None:
         metrics[f"best/{checkpoint.monitor}"] = float(checkpoint.best_model_score)
-    log_hyperparameters_with_metrics(trainer.loggers, hyperparameters, metrics)
+    metrics.update(run_costs(cfg, module, trainer))
+    log_hyperparameters_with_metrics(trainer.loggers, OmegaConf.to_container(cfg, resolve=True), metrics)
     if trainer.is_global_zero:
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from core.errors import CheckpointError, ConfigError
 
 CHECKPOINT_KEY = "visionlab_config"  # the resolved run config (a plain dict) inside every checkpoint
 CLASSES_KEY = "visionlab_classes"  # the datamodule's class names, read from the data at training
+PRUNED_KEY = "visionlab_pruned"  # a pruned network's layer shapes (and how it was pruned): rebuilds it
 
 # model.json's schema. 1: files written before the version was stored (segmentation's `stride` may be null);
 # 2: `schema_version` stored, the task options resolved (a slide export always names its stride).
@@ -151,6 +152,8 @@ class ModelInfo:
     dynamic_axes: list[str]
     verification: dict[str, Any]
     versions: dict[str, str]
+    int8: dict[str, Any] | None = None  # the INT8 file beside it and its verification (export.quantize=int8)
+    tensorrt: dict[str, Any] | None = None  # the engine cache and its verification (export.format=tensorrt)
     schema_version: int = MODEL_INFO_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -167,12 +170,13 @@ class ModelInfo:
         if not isinstance(version, int) or version > MODEL_INFO_VERSION:
             raise CheckpointError(f"{source} has schema_version {version!r}; this visionlab reads versions 1 "
                                   f"to {MODEL_INFO_VERSION}. Update visionlab, or export the model again.")
-        names = [field.name for field in dataclasses.fields(cls) if field.name != "schema_version"]
-        missing = [name for name in names if name not in data]
+        fields = [field for field in dataclasses.fields(cls) if field.name != "schema_version"]
+        required = [field.name for field in fields if field.default is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
         if missing:
             raise CheckpointError(f"{source} lacks {', '.join(missing)}: it was not written by "
                                   "`python run.py export.format=...`. Export the model again.")
-        values = {name: data[name] for name in names}
+        values = {field.name: data[field.name] for field in fields if field.name in data}
         try:
             values["preprocessing"] = Preprocessing.from_json(data["preprocessing"])
         except (KeyError, TypeError, ValueError) as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -100,7 +101,8 @@ def upright(image: Image.Image) -> Image.Image:
 
 
 def read_image(
-    path: str | Path, mode: str = "RGB", min_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: str | Path | bytes, mode: str = "RGB", min_size: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> torch.Tensor:
     """Decode `path` into a uint8 CxHxW tensor in `mode` ("RGB" or "L"), upright (EXIF orientation).
 
@@ -108,15 +110,18 @@ def read_image(
     images, a PNG named .jpg). With `min_size`, large JPEGs are decoded directly at a reduced scale
     whose shorter side is still at least `min_size` pixels, which is much faster than decoding in
     full. Other RGB or grayscale JPEGs go straight to a tensor through torchvision.io, faster than
-    Pillow. Images of more than `max_pixels` pixels raise ImageTooLargeError.
+    Pillow. Images of more than `max_pixels` pixels raise ImageTooLargeError. `path` may also be the
+    file's bytes (an upload).
     """
-    with opened_image(path, max_pixels) as image:
+    with opened_image(io.BytesIO(path) if isinstance(path, bytes) else path, max_pixels) as image:
         if image.format == "JPEG" and image.mode in ("RGB", "L") and mode in ("RGB", "L"):
             if min_size is not None and min(image.size) >= 2 * min_size:
                 image.draft(mode, (min_size, min_size))
             else:
                 read_mode = ImageReadMode.RGB if mode == "RGB" else ImageReadMode.GRAY
-                return decode_jpeg(read_file(str(path)), mode=read_mode, apply_exif_orientation=True)
+                data = (torch.frombuffer(bytearray(path), dtype=torch.uint8) if isinstance(path, bytes)
+                        else read_file(str(path)))
+                return decode_jpeg(data, mode=read_mode, apply_exif_orientation=True)
         return TF.pil_to_tensor(to_8_bits(upright(image)).convert(mode))
 
 

@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
 from core.errors import ConfigError
+from lightning_modules.distillation import distill_options
 from lightning_modules.ema import ExponentialMovingAverage
 from lightning_modules.finetuning import BackboneFinetuning
 from lightning_modules.inference import classify_logits
@@ -43,8 +44,10 @@ class ClassificationModule(SupervisedTask):
         ema: dict[str, Any] | None = None,
         unfreeze_backbone_at_epoch: int | None = None,
         tta: Mapping[str, Any] | None = None,
+        distill: Mapping[str, Any] | None = None,
     ) -> None:
         ema = dict(ema or {})  # a plain dict in the checkpoint's hyperparameters, not a DictConfig
+        distill = distill_options(distill)
         super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_batches, param_groups)
         tta = dict(tta or {})  # a plain dict, which checkpoints store safely
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "param_groups"])

@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, M
 
 from core.contracts import SegmentationInference
 from core.errors import ConfigError
+from lightning_modules.distillation import distill_options
 from lightning_modules.inference import segment_logits
 from lightning_modules.losses import SegmentationLoss
 from lightning_modules.optimization import ParamGroups
@@ -51,11 +52,13 @@ class SegmentationModule(SupervisedTask):
         crop_size: int | None = None,
         stride: int | None = None,
         tta: Mapping[str, Any] | None = None,
+        distill: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_batches, param_groups)
         self.inference = SegmentationInference.from_task(
             {"inference": inference, "crop_size": crop_size, "stride": stride, "tta": tta})
         stride, tta = self.inference.stride, self.inference.task_options()["tta"]
+        distill = distill_options(distill)  # a plain dict in the checkpoint's hyperparameters
         # plain containers, which checkpoints can store and load safely
         losses = {str(name): float(weight) for name, weight in (losses or {"ce": 1.0}).items()}
         loss_options = {str(name): dict(options or {}) for name, options in (loss_options or {}).items()}
@@ -106,6 +109,13 @@ class SegmentationModule(SupervisedTask):
         if aux is not None and self.aux_weight:
             loss = loss + self.aux_weight * self.loss(aux, target)
         return loss
+
+    def logits(self, output: Output) -> torch.Tensor:
+        return main_logits(output)
+
+    def distill_mask(self, target: torch.Tensor) -> torch.Tensor:
+        """Pixels that count: every one but `ignore_index`'s."""
+        return target != self.ignore_index
 
     def predictions(self, output: Output) -> torch.Tensor:
         """The predicted class of every pixel."""

@@ -13,9 +13,12 @@ from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric, MetricCollection
 
+from core.contracts import PRUNED_KEY
 from core.errors import ConfigError
+from lightning_modules.distillation import Distillation
 from lightning_modules.inference import predict_batch
 from lightning_modules.optimization import ParamGroups, configure_optimization
+from lightning_modules.pruning import layer_shapes, reshape_to
 
 STAGES = ("train", "val", "test")
 
@@ -45,6 +48,8 @@ class SupervisedTask(pl.LightningModule):
         self.train_metrics_every_n_batches = train_metrics_every_n_batches
         self._metrics_logged: set[str] = set()  # stages whose metric objects are logged this epoch
         self._counted_batch: tuple[int, int] | None = None
+        self.distillation: Distillation | None = None  # set by attach_teacher (task.distill.teacher)
+        self.pruning: dict[str, Any] | None = None  # how the network was pruned, when it was
 
     def make_metrics(self) -> MetricCollection:
         """The metrics of one stage; each stage gets its own instance."""
@@ -70,6 +75,45 @@ class SupervisedTask(pl.LightningModule):
         """The target that the metrics compare predictions with (the loss may take another form)."""
         return target
 
+    def logits(self, output: Any) -> torch.Tensor:
+        """The logits in a network's output (segmentation networks may return a dict)."""
+        return output
+
+    def distill_mask(self, target: torch.Tensor) -> torch.Tensor | None:
+        """Where distillation counts (segmentation: pixels that are not ignored); None: everywhere."""
+        return None
+
+    def attach_teacher(self, distillation: Distillation) -> None:
+        """Train with a frozen teacher's softened logits as a second target (`task.distill`)."""
+        self.distillation = distillation
+
+    def training_loss(self, x: torch.Tensor, output: Any, y: torch.Tensor) -> torch.Tensor:
+        """The task loss, mixed with the teacher's distillation loss when there is a teacher."""
+        loss = self.compute_loss(output, y)
+        if self.distillation is None:
+            return loss
+        return self.distillation.loss(loss, x, self.logits(output), self.logits, self.distill_mask(y))
+
+    def mark_pruned(self, how: dict[str, Any]) -> None:
+        """Record that `net` was pruned (`how`: ratio, method, ...): checkpoints then store its shapes."""
+        self.pruning = dict(how)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.pruning is not None:
+            checkpoint[PRUNED_KEY] = {**self.pruning, "shapes": layer_shapes(self.net)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A pruned network's checkpoint: give `net` its pruned shapes before the weights are loaded."""
+        pruned = checkpoint.get(PRUNED_KEY)
+        if pruned is not None:
+            reshape_to(getattr(self.net, "_orig_mod", self.net), pruned["shapes"])
+            self.mark_pruned({k: v for k, v in pruned.items() if k != "shapes"})
+
+    def on_fit_start(self) -> None:
+        if self.distillation is not None:
+            self.distillation.to(self.device)
+            self.distillation.check_classes(getattr(self.trainer.datamodule, "classes", None))
+
     def setup_metrics(self) -> None:
         """Create one metric collection per stage, registered so that Lightning moves and syncs them."""
         for stage in STAGES:
@@ -85,7 +129,7 @@ class SupervisedTask(pl.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str) -> dict[str, Any]:
         x, y = batch
         output = self.inference_logits(x) if stage == "test" else self(x)
-        loss = self.compute_loss(output, y)
+        loss = self.training_loss(x, output, y) if stage == "train" else self.compute_loss(output, y)
         preds = self.predictions(output)
         if stage == "train":
             self.log("train/loss", loss, on_step=True, on_epoch=True, sync_dist=True, batch_size=x.shape[0],
@@ -128,7 +172,7 @@ class SupervisedTask(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         if self._is_repeated_closure_call(batch_idx):
             x, y = batch
-            return self.compute_loss(self(x), y)
+            return self.training_loss(x, self(x), y)
         return self._step(batch, batch_idx, "train")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:

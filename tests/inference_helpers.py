@@ -75,3 +75,9 @@ def write_scene_pngs(folder: Path, sizes: tuple[int, ...] = (32, 48)) -> list[Pa
             paths.append(folder / f"scene{size}_{index}.png")
             to_png(image, datamodule.mean[0], datamodule.std[0], paths[-1])
     return paths
+
+
+def read_checkpoint_keys(path: Path) -> tuple[list[str], dict]:
+    """The state-dict keys and the hyperparameters of a checkpoint file."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    return list(checkpoint["state_dict"]), dict(checkpoint.get("hyper_parameters", {}))

@@ -214,19 +214,34 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
     "predict.input=photos/": as_written("predict.input=photos/", lambda fx: fx.image("photos/street.jpg", 1)),
     "predict.model=outputs/classify/runs/<run>/export/model.onnx":
         lambda fx: f"predict.model={fx.onnx_export()}",
+    "task.distill.teacher=outputs/classify/runs/<run>/checkpoints/last.ckpt":
+        lambda fx: f"task.distill.teacher={fx.classify_run() / 'checkpoints' / 'last.ckpt'}",
+    "serve.model=outputs/classify/runs/<run>/checkpoints/last.ckpt":
+        lambda fx: f"serve.model={fx.classify_run() / 'checkpoints' / 'last.ckpt'}",
+    "serve.model=outputs/classify/runs/<run>/export/model.onnx": lambda fx: f"serve.model={fx.onnx_export()}",
+    "serve.port=8000": lambda fx: f"serve.port={free_port()}",  # a smoke-tested server stops by itself
     # budgets of real runs: a smoke run takes two trials / three evaluations through the same code
     "hydra.sweeper.n_trials=10": lambda fx: "hydra.sweeper.n_trials=2",
     "task.evaluations=500": lambda fx: "task.evaluations=3",
 }
 # Tokens that need CUDA; the device count a command needs is trainer.devices x trainer.num_nodes.
-GPU_MARKERS = ("trainer.accelerator=gpu", "strategy=fsdp", "precision=16-mixed")
+GPU_MARKERS = ("trainer.accelerator=gpu", "strategy=fsdp", "precision=16-mixed", "export.format=tensorrt")
 # Commands that take tens of seconds even as smoke runs on 2 CPU cores: ImageNet-size networks at
-# 224 px, several processes, a sweep of style jobs (each loads VGG19), 512 px style transfer, and the
-# benchmarks (whose --quick runs both sides).
+# 224 px, several processes, a sweep of style jobs (each loads VGG19), 512 px style transfer, servers
+# (model processes started fresh), and the benchmarks (whose --quick runs both sides).
 SLURM = "hydra/launcher=submitit_slurm"  # commands run as jobs of the local cluster: marked `slurm`
 SLOW = ("model=resnet50", "experiment=mit67", "deeplabv3", "efficientnet", "trainer.devices=",
-        "-m task=style", "data.image_size=512", "python benchmarks/", SLURM)
+        "-m task=style", "data.image_size=512", "python benchmarks/", "serve.model=", SLURM)
 PATH_LIKE = re.compile(r"^(/|~|.*<|.*\.(jpg|jpeg|png|ckpt|pth|pt)$|.*/$)")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def unmapped_paths(tokens: list[str]) -> list[str]:
