@@ -13,7 +13,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from core.errors import ConfigError, DataError, MissingDataError
 from datamodules.image_files import read_image
-from lightning_modules.style_losses import resize_longer_side
+from datamodules.transforms import resize_longer_side
 
 EMBEDDED_PREFIX = "skimage:"
 DEFAULT_CONTENT = ("skimage:astronaut", "skimage:chelsea")

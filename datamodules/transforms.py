@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -125,3 +126,15 @@ def preprocessing_transform(spec: Mapping[str, Any]) -> v2.Compose:
         steps.append(v2.CenterCrop(spec["center_crop"]))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(spec["mean"]), list(spec["std"]))]
     return v2.Compose(steps)
+
+
+def resize_longer_side(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a (B, C, H, W) float image in [0, 1] so that its longer side is `size`, keeping the aspect
+    ratio (bicubic, antialiased when shrinking, clamped to [0, 1])."""
+    h, w = image.shape[-2:]
+    scale = size / max(h, w)
+    new = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if new == (h, w):
+        return image
+    resized = F.interpolate(image, size=new, mode="bicubic", align_corners=False, antialias=scale < 1)
+    return resized.clamp(0, 1)
