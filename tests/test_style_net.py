@@ -24,9 +24,9 @@ QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.accelerato
 # Small enough to learn in about a minute on 2 CPU cores: 32 px crops of the bundled photos (6 training
 # images, 8 crops each per epoch), a narrow Johnson network, VGG19 with random weights (offline), the
 # default layers and weights (under which both terms of the objective matter: asserted).
-LEARN = ["task=style_net", "task.loss_network.weights=null", "data.image_size=32", "data.resize_size=40",
-         "data.eval_size=48", "data.style_size=64", "data.crops_per_image=8", "data.num_workers=0",
-         "model.base_channels=8", "model.num_residual_blocks=2", "trainer.max_epochs=4"]
+SMALL = ["task=style_net", "task.loss_network.weights=null", "data.image_size=32", "data.resize_size=40",
+         "data.eval_size=48", "data.style_size=64", "data.crops_per_image=8", "data.num_workers=0"]
+LEARN = [*SMALL, "model.base_channels=8", "model.num_residual_blocks=2", "trainer.max_epochs=4"]
 TERMS = ("content", "style", "tv", "total")
 
 
@@ -71,17 +71,18 @@ def test_run_py_trains_a_network_whose_held_out_loss_falls_five_fold_with_every_
 
 @pytest.mark.slow
 def test_a_three_style_network_learns_every_style(tmp_path):
-    overrides = [*LEARN, "model=multistyle_net", "trainer.max_epochs=2"]
+    overrides = [*LEARN, "model=multistyle_net"]  # each style gets a third of the 48 steps: slower to learn
     before = untrained(overrides, tmp_path / "untrained")
     after = run.train(compose_config([*overrides, *QUIET], tmp_path / "run"))
-    assert after["val/loss"] < before["val/loss"] / 2
-    assert (tmp_path / "run" / "validation" / "epoch001.png").is_file()
+    for term in ("content", "style", "total"):  # measured in all three styles
+        assert after[f"val/{term}_loss"] < 0.8 * before[f"val/{term}_loss"], term
+    assert (tmp_path / "run" / "validation" / "epoch003.png").is_file()
 
 
 @pytest.mark.slow
 def test_adain_learns_from_wikiart_paintings_in_bf16_mixed_precision(tmp_path):
     wikiart = write_fake_wikiart(tmp_path / "wikiart", per_style=3)
-    overrides = [*LEARN, "model=adain", "data=wikiart", f"data.root={wikiart}", "data.batch_size=4",
+    overrides = [*SMALL, "model=adain", "data=wikiart", f"data.root={wikiart}", "data.batch_size=4",
                  "data.train_csv=style_train.csv", "data.val_csv=style_val.csv", "precision=bf16-mixed",
                  "trainer.max_epochs=3"]
     before = untrained(overrides, tmp_path / "untrained")
@@ -125,7 +126,7 @@ def test_a_sweep_over_the_style_weight_runs_every_job_and_ranks_them(tmp_path):
 @pytest.mark.slow
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     overrides = [*LEARN, *QUIET, "trainer.max_epochs=2", "trainer.deterministic=true",
-                 "data.crops_per_image=2"]
+                 "data.crops_per_image=1"]
     uninterrupted = run.train(compose_config(overrides, tmp_path / "uninterrupted"))
     run.train(compose_config([*overrides, "trainer.max_epochs=1"], tmp_path / "resumed"))
     resumed = run.train(compose_config([*overrides, "ckpt_path=last"], tmp_path / "resumed"))
