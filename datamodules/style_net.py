@@ -154,6 +154,10 @@ class StyleNetDataModule(pl.LightningDataModule):
         super().__init__()
         if crops_per_image < 1:
             raise ConfigError(f"data.crops_per_image={crops_per_image}: take at least one crop per image.")
+        for key, count in (("val_images", val_images), ("test_images", test_images)):
+            if count is not None and count < 1:
+                raise ConfigError(f"data.{key}={count}: evaluate at least one held-out image (null: all "
+                                  "of them).")
         self.content = content
         self.style = style
         self.image_size = image_size

@@ -17,7 +17,11 @@ from core.errors import ConfigError
 
 
 class CrossEntropy(nn.Module):
-    """torch's cross-entropy: mean over non-ignored pixels, each weighted by its true class's weight."""
+    """torch's cross-entropy: mean over non-ignored pixels, each weighted by its true class's weight.
+
+    A batch whose every pixel is ignored (a crop of void, a rotated-in corner) gives 0, as in
+    MMSegmentation, not torch's 0/0 = NaN; computed without reading anything back to the host.
+    """
 
     def __init__(self, ignore_index: int, class_weights: torch.Tensor | None = None,
                  label_smoothing: float = 0.0) -> None:
@@ -27,8 +31,14 @@ class CrossEntropy(nn.Module):
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index,
-                               label_smoothing=self.label_smoothing)
+        per_pixel = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index,
+                                    label_smoothing=self.label_smoothing, reduction="none")
+        valid = target != self.ignore_index
+        if self.class_weights is None:
+            total = valid.sum()
+        else:
+            total = (self.class_weights[torch.where(valid, target, 0)] * valid).sum()
+        return per_pixel.sum() / total.clamp_min(torch.finfo(per_pixel.dtype).tiny)
 
 
 class OhemCrossEntropy(CrossEntropy):

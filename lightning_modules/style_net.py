@@ -245,15 +245,17 @@ class StyleNetModule(pl.LightningModule):
             style_targets = {layer: pick(statistic, index)
                              for layer, statistic in self.style_targets().statistics.items()}
         output, adain_target = self.stylize(content, index, code)
-        content_targets = self.content_targets(content, adain_target)
-        return perceptual_losses(output, self.measure(output), content_targets, style_targets,
-                                 self.style_layers, self.weights, self.style_kind)
+        features = self.measure(output)
+        return perceptual_losses(output, features, self.content_targets(content, adain_target, features),
+                                 style_targets, self.style_layers, self.weights, self.style_kind)
 
-    def content_targets(self, content: torch.Tensor, adain_target: torch.Tensor | None
-                        ) -> dict[str, torch.Tensor]:
-        """What the content term compares the result's features with: the content image's, or AdaIN's."""
+    def content_targets(self, content: torch.Tensor, adain_target: torch.Tensor | None,
+                        features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What the content term compares the result's `features` with: the content image's, or AdaIN's
+        target (made from the content padded to a multiple of 8: cut to the result's features)."""
         if self.content_target == "adain":
-            return {self.network.layer: adain_target.detach()}
+            height, width = features[self.network.layer].shape[-2:]
+            return {self.network.layer: adain_target.detach()[..., :height, :width]}
         with torch.no_grad():
             features = self.measure(content)
         return {layer: features[layer] for layer in self.content_layers}
@@ -323,8 +325,10 @@ class StyleNetModule(pl.LightningModule):
                 metrics["loss"].update(gatys["total"].detach())
             else:
                 statistics = {layer: pick(s, style_index) for layer, s in targets.statistics.items()}
-                objective = perceptual_losses(output, features, self.content_targets(content, adain_target),
-                                              statistics, self.style_layers, self.weights, self.style_kind)
+                adain = self.content_target == "adain"
+                goal = self.content_targets(content, adain_target, features) if adain else gatys_content
+                objective = perceptual_losses(output, features, goal, statistics, self.style_layers,
+                                              self.weights, self.style_kind)
                 metrics["loss"].update(objective["total"].detach())
         if self.first_log_this_epoch(stage):
             names = {"loss": "loss", **{term: f"{term}_loss" for term in TERMS}}

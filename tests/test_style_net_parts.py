@@ -242,6 +242,15 @@ def test_adain_module_measures_with_its_encoder_and_refuses_another_loss_network
         StyleNetModule(net, torch.optim.Adam, {"arch": "vgg19"}, **{**options, "style_layers": ["relu5_1"]})
 
 
+def test_adain_objective_on_a_size_that_is_not_a_multiple_of_8_compares_like_with_like():
+    torch.manual_seed(0)
+    options = {"content_layers": ["relu4_1"], "style_layers": ["relu1_1", "relu4_1"],
+               "style_loss": "mean_std", "content_target": "adain"}
+    module = StyleNetModule(AdaINNet(encoder_weights=None), torch.optim.Adam, {"arch": "vgg19"}, **options)
+    losses = module.objective({"content": torch.rand(2, 3, 37, 45), "style": torch.rand(2, 3, 40, 40)})
+    assert all(torch.isfinite(value) for value in losses.values())
+
+
 def test_content_target_adain_needs_the_adain_network():
     with pytest.raises(ConfigError, match="content_target=adain needs model=adain"):
         StyleNetModule(TransformerNet(base_channels=4), torch.optim.Adam, {"arch": "vgg19", "weights": None},
@@ -324,3 +333,11 @@ def test_an_unreadable_content_image_is_named_before_training(tmp_path):
     (tmp_path / "train2014" / "COCO_train2014_000000000777.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match="COCO_train2014_000000000777.jpg"):
         CocoDataModule(str(tmp_path)).setup()
+
+
+def test_an_unreadable_style_image_and_an_empty_evaluation_are_refused(tmp_path):
+    (tmp_path / "style.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match=r"1 style image\(s\) cannot be read:\n.*style.jpg"):
+        StyleNetDataModule(style=str(tmp_path / "style.jpg")).setup()
+    with pytest.raises(ConfigError, match="data.val_images=0"):
+        StyleNetDataModule(val_images=0)
