@@ -70,6 +70,24 @@ def test_transformer_net_crops_back_what_it_padded_and_leaves_multiples_of_four_
     torch.testing.assert_close(net(content[..., :30, :33]), net(padded)[..., :30, :33])
 
 
+@pytest.mark.parametrize("name", ["transformer_net", "multistyle_net", "adain"])
+def test_networks_export_with_dynamic_height_and_width(name):
+    torch.manual_seed(0)
+    net, extra = {
+        "transformer_net": lambda: (TransformerNet(4, 1), ()),
+        "multistyle_net": lambda: (MultiStyleNet(2, 4, 1), (torch.tensor([[0.3, 0.7]]),)),
+        "adain": lambda: (AdaINNet(encoder_weights=None), (torch.rand(1, 3, 24, 40),)),
+    }[name]()
+    net.eval()
+    size = {2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
+    dynamic = (size, *([size] if name == "adain" else [None] * len(extra)))  # AdaIN: any style size too
+    exported = torch.export.export(net, (torch.rand(1, 3, 37, 50), *extra), dynamic_shapes=dynamic).module()
+    with torch.no_grad():
+        for height, width in [(61, 29), (64, 64), (40, 56)]:  # padded or not, the same graph
+            content = torch.rand(1, 3, height, width)
+            torch.testing.assert_close(exported(content, *extra), net(content, *extra), atol=1e-4, rtol=1e-4)
+
+
 def test_conditional_instance_norm_blends_styles_by_mixing_their_scales_and_shifts():
     torch.manual_seed(0)
     net = MultiStyleNet(3, base_channels=4, num_residual_blocks=1).eval()

@@ -18,7 +18,7 @@ from torch import nn
 from core.errors import ConfigError
 from lightning_modules.nets.layer_features import LayerFeatures
 from lightning_modules.nets.loss_networks import build_loss_network
-from lightning_modules.nets.transformer_net import pad_to_multiple
+from lightning_modules.nets.transformer_net import crop_to, pad_to_multiple
 from lightning_modules.nets.vgg_features import VGG_CONFIGS
 from lightning_modules.style_losses import adaptive_instance_norm, match_colours, mean_std
 
@@ -77,7 +77,7 @@ class AdaINNet(nn.Module):
         features = self.encoder(pad_to_multiple(content, self.stride))[self.layer]
         target = adaptive_instance_norm(features, style_mean, style_std)
         target = alpha * target + (1 - alpha) * features
-        return self.decoder(target)[..., :height, :width], target
+        return crop_to(self.decoder(target), height, width), target
 
     def forward(self, content: torch.Tensor, style: torch.Tensor,
                 alpha: float | torch.Tensor = 1.0) -> torch.Tensor:

@@ -17,12 +17,18 @@ from core.errors import ConfigError
 
 
 def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Reflection-pad the bottom and right of `image` so that its height and width divide by `multiple`."""
+    """Reflection-pad the bottom and right of `image` so that its height and width divide by `multiple`.
+
+    No branch on the size: exported graphs (torch.export, ONNX) keep height and width dynamic.
+    """
     height, width = image.shape[-2:]
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return image
-    return F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")
+    return F.pad(image, (0, (-width) % multiple, 0, (-height) % multiple), mode="reflect")
+
+
+def crop_to(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The top-left `height` x `width` of `image`, as a negative padding: unlike slicing, it does not make
+    torch.export specialise on whether there was anything to crop."""
+    return F.pad(image, (0, width - image.shape[-1], 0, height - image.shape[-2]))
 
 
 class ConvLayer(nn.Module):
@@ -127,7 +133,7 @@ class TransformerNet(nn.Module):
             y = self.get_submodule(name)(y, style)
         y = F.relu(self.in4(self.deconv1(y), style))
         y = F.relu(self.in5(self.deconv2(y), style))
-        return self.deconv3(y)[..., :height, :width]
+        return crop_to(self.deconv3(y), height, width)
 
     def forward(self, content: torch.Tensor) -> torch.Tensor:
         return self.transform(content, None)
