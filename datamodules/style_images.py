@@ -62,21 +62,25 @@ def content_names(sources: Sequence[str]) -> list[str]:
     return distinct([source_name(s) if s.startswith(EMBEDDED_PREFIX) else next(files) for s in sources])
 
 
+def read_source(source: str) -> torch.Tensor:
+    """A (3, H, W) uint8 RGB image: a file, or `skimage:<name>` for a photograph bundled with scikit-image."""
+    if not source.startswith(EMBEDDED_PREFIX):
+        return read_image(source, "RGB")
+    import numpy as np
+    import skimage.data
+
+    name = source.removeprefix(EMBEDDED_PREFIX)
+    if not hasattr(skimage.data, name):
+        raise ConfigError(f"scikit-image has no sample picture {name!r}: use a name from skimage.data, "
+                          "e.g. skimage:astronaut.")
+    array = getattr(skimage.data, name)()
+    array = np.stack([array] * 3, axis=-1) if array.ndim == 2 else array[..., :3]
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+
+
 def load_source(source: str, size: int, min_size: int) -> torch.Tensor:
     """A (1, 3, H, W) float image in [0, 1] whose longer side is `size`."""
-    if source.startswith(EMBEDDED_PREFIX):
-        import numpy as np
-        import skimage.data
-
-        name = source.removeprefix(EMBEDDED_PREFIX)
-        if not hasattr(skimage.data, name):
-            raise ConfigError(f"scikit-image has no sample picture {name!r}: use a name from skimage.data, "
-                              "e.g. skimage:astronaut.")
-        array = getattr(skimage.data, name)()
-        array = np.stack([array] * 3, axis=-1) if array.ndim == 2 else array[..., :3]
-        image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
-    else:
-        image = read_image(source, "RGB")
+    image = read_source(source)
     if min(image.shape[-2:]) < min_size:
         raise DataError(
             f"Image {source} is {image.shape[-1]}x{image.shape[-2]} pixels; VGG's deepest layers need "

@@ -86,6 +86,7 @@ def segmentation_train(
     ignore_index: int = 255,
     photometric_distortion: bool = False,
     cat_max_ratio: float = 1.0,
+    rotation: float = 0.0,
 ) -> v2.Compose:
     """torchvision's segmentation reference: random scale, flip, crop padded with `ignore_index`.
 
@@ -94,16 +95,41 @@ def segmentation_train(
     shorter side is resized to `base_size` x U(`scale_range`).
     `cat_max_ratio` < 1 re-draws crops that one class dominates (MMSegmentation's recipe: 0.75);
     `photometric_distortion` then jitters the image's colours (`photometric_distortion()`).
+    `rotation` > 0 rotates both by U(-rotation, rotation) degrees before the crop (MMSegmentation's
+    RandomRotate): the image bilinearly, filled with 0, the mask nearest, filled with `ignore_index`.
     """
     low, high = (int(round(s * base_size)) for s in scale_range)
     steps = [v2.RandomResize(low, max(high, low + 1), antialias=True)]
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
+    if rotation > 0:
+        steps.append(v2.RandomRotation(rotation, interpolation=v2.InterpolationMode.BILINEAR,
+                                       fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}))
     steps.append(CatMaxRatioCrop(crop_size, cat_max_ratio, ignore_index))
     if photometric_distortion:
         steps.append(photometric_jitter())
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     return v2.Compose(steps)
+
+
+def segmentation_cutmix(images: torch.Tensor, masks: torch.Tensor, alpha: float
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """CutMix of image/mask pairs (Yun et al. 2019; for segmentation French et al. 2020): each image of
+    the batch gets a box of the next one pasted in, and its mask the same box of that image's mask.
+
+    The box covers 1 - lambda of the area, lambda ~ Beta(alpha, alpha), placed as torchvision's CutMix
+    places it (centred anywhere, clipped at the borders).
+    """
+    height, width = images.shape[-2:]
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    half = 0.5 * math.sqrt(1.0 - lam)
+    centre_y, centre_x = int(torch.randint(height, ())), int(torch.randint(width, ()))
+    y1, y2 = max(centre_y - int(half * height), 0), min(centre_y + int(half * height), height)
+    x1, x2 = max(centre_x - int(half * width), 0), min(centre_x + int(half * width), width)
+    images, masks = images.clone(), masks.clone()
+    images[..., y1:y2, x1:x2] = images.roll(1, 0)[..., y1:y2, x1:x2]
+    masks[..., y1:y2, x1:x2] = masks.roll(1, 0)[..., y1:y2, x1:x2]
+    return images, masks
 
 
 def photometric_jitter() -> v2.Compose:
@@ -146,7 +172,8 @@ def preprocessing_transform(preprocessing: Preprocessing) -> v2.Compose:
 
 
 def resize_longer_side(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize a (B, C, H, W) image so that its longer side is `size`, keeping the aspect ratio."""
+    """Resize a (B, C, H, W) float image in [0, 1] so that its longer side is `size`, keeping the aspect
+    ratio (bicubic, antialiased when shrinking, clamped to [0, 1])."""
     h, w = image.shape[-2:]
     scale = size / max(h, w)
     new = (max(1, round(h * scale)), max(1, round(w * scale)))

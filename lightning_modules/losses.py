@@ -17,7 +17,11 @@ from core.errors import ConfigError
 
 
 class CrossEntropy(nn.Module):
-    """torch's cross-entropy: mean over non-ignored pixels, each weighted by its true class's weight."""
+    """torch's cross-entropy: mean over non-ignored pixels, each weighted by its true class's weight.
+
+    A batch whose every pixel is ignored (a crop of void, a rotated-in corner) gives 0, as in
+    MMSegmentation, not torch's 0/0 = NaN; computed without reading anything back to the host.
+    """
 
     def __init__(self, ignore_index: int, class_weights: torch.Tensor | None = None,
                  label_smoothing: float = 0.0) -> None:

@@ -238,3 +238,8 @@ def _with_total_steps(make_scheduler: Callable[..., Any], total_steps: int) -> C
             "or trainer.max_steps to a finite value."
         )
     return lambda opt: make_scheduler(opt, total_steps=int(total_steps))
+
+
+def inverse_time(optimizer: Optimizer, decay: float = 5e-5) -> LambdaLR:
+    """Inverse-time decay per step: lr / (1 + `decay` x step) (pytorch-AdaIN's schedule)."""
+    return LambdaLR(optimizer, lambda step: 1.0 / (1.0 + decay * step))

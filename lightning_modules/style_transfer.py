@@ -22,11 +22,10 @@ from datamodules.transforms import resize_longer_side
 from lightning_modules.nets.vgg_features import VGGFeatures
 from lightning_modules.optimization import ParamGroups
 from lightning_modules.style_losses import (
+    LossWeights,
     coarse_to_fine_sizes,
-    content_loss,
     gram_matrix,
-    style_loss,
-    total_variation,
+    perceptual_losses,
     transfer_luminance,
 )
 
@@ -119,7 +118,7 @@ class StyleTransferModule(pl.LightningModule):
         refuse_lbfgs_stopping_options(self.optimizer)
         self.content_layers = list(content_layers)
         self.style_layers = dict(style_layers)
-        self.weights = {"content": content_weight, "style": style_weight, "tv": tv_weight}
+        self.weights = LossWeights(content_weight, style_weight, tv_weight)
         self.min_size = min_size  # the coarsest scale's smallest side
         self.evaluations = [evaluations] * num_scales if isinstance(evaluations, int) else list(evaluations)
         if len(self.evaluations) != num_scales:
@@ -134,13 +133,8 @@ class StyleTransferModule(pl.LightningModule):
 
     def losses(self, image: torch.Tensor, targets: Targets) -> dict[str, torch.Tensor]:
         """Weighted content, style and total-variation losses of `image`, and their sum."""
-        features = self.net(image)
-        content = sum(content_loss(features[k], t) for k, t in targets.content.items())
-        style = sum(w * style_loss(features[k], targets.grams[k]) for k, w in self.style_layers.items())
-        tv = total_variation(image)
-        total = (self.weights["content"] * content + self.weights["style"] * style
-                 + self.weights["tv"] * tv)
-        return {"content": content, "style": style, "tv": tv, "total": total}
+        return perceptual_losses(image, self.net(image), targets.content, targets.grams, self.style_layers,
+                                 self.weights)
 
     @torch.no_grad()
     def targets(self, content: torch.Tensor, styles: list[torch.Tensor], blend: torch.Tensor) -> Targets:

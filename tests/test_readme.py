@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from app.compose import compose_config
@@ -53,6 +54,7 @@ from tests.fakes import (
     write_fake_voc,
 )
 from tests.run_py import python
+from tests.style_fakes import write_fake_coco, write_fake_coco_stuff, write_fake_wikiart
 
 ROOT = Path(__file__).resolve().parents[1]
 README_FILES = ("README.md", "benchmarks/README.md")
@@ -196,6 +198,11 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
     "data.root=/data/mine": lambda fx: f"data.root={fx.seg_folder()}",
     "data.root=/data/cityscapes": lambda fx: f"data.root={fx.once('cityscapes', write_fake_cityscapes)}",
     "data.root=/data/ade20k": lambda fx: f"data.root={fx.once('ade20k', write_fake_ade20k)}",
+    "data.root=/data/cocostuff": lambda fx: f"data.root={fx.once('cocostuff', write_fake_coco_stuff)}",
+    "data.root=/data/coco": lambda fx: f"data.root={fx.once('coco', write_fake_coco)}",
+    "data.content=/data/coco/train2014":
+        lambda fx: f"data.content={fx.once('coco', write_fake_coco) / 'train2014'}",
+    "data.root=/data/wikiart": lambda fx: f"data.root={fx.once('wikiart', write_fake_wikiart)}",
     "data=cifar10": as_written("data=cifar10", lambda fx: fx.cifar10()),
     "data=voc": as_written("data=voc", lambda fx: fx.in_data_dir("voc", write_fake_voc)),
     "data=pets": as_written("data=pets", lambda fx: fx.in_data_dir("pets", write_fake_pets)),
@@ -204,6 +211,9 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
     "data.content=photos/": as_written("data.content=photos/", lambda fx: fx.image("photos/street.jpg", 1)),
     "data.style=starry_night.jpg": lambda fx: "data.style=" + fx.image("starry_night.jpg", 2),
     "data.style=[a.jpg,b.jpg]": lambda fx: f"data.style=[{fx.image('a.jpg', 3)},{fx.image('b.jpg', 4)}]",
+    "data.style=[a.jpg,b.jpg,c.jpg]":
+        lambda fx: f"data.style=[{fx.image('a.jpg', 3)},{fx.image('b.jpg', 4)},{fx.image('c.jpg', 5)}]",
+    "data.style=mosaic.jpg": lambda fx: "data.style=" + fx.image("mosaic.jpg", 6),
     "ckpt_path=outputs/classify/runs/<run>/checkpoints/last.ckpt":
         lambda fx: f"ckpt_path={fx.classify_run() / 'checkpoints' / 'last.ckpt'}",
     "hydra.run.dir=outputs/classify/runs/2025-01-31_12-00-00-000000":
@@ -299,15 +309,18 @@ def place_pretrained_weights(fx: Fixtures, overrides: list[str]) -> None:
     cwd = Path.cwd()
     os.chdir(fx.workspace)  # where the command runs: relative paths (hydra.searchpath) start there
     try:
-        model = compose_config(first_values(overrides), fx.outside / "composed").model
+        cfg = compose_config(first_values(overrides), fx.outside / "composed")
     finally:
         os.chdir(cwd)
+    model, wanted = cfg.model, []
     name = model.get("name") or ("vgg19" if model._target_.endswith("VGGFeatures") else None)
-    if name is None:
-        return
-    wanted = [(name, model.get("weights"))]
+    if name is not None:
+        wanted.append((name, model.get("weights")))
     if model.get("weights_backbone"):
         wanted.append((backbone_name(name), model.weights_backbone))
+    loss_network = OmegaConf.select(cfg, "task.loss_network")  # task=style_net's (and AdaIN's encoder)
+    if loss_network:
+        wanted.append((loss_network.arch, loss_network.weights))
     for arch, weights in wanted:
         if weights and not is_weights_file(weights):
             fx.pretrained(arch, weights)

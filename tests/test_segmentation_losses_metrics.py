@@ -30,6 +30,15 @@ def test_cross_entropy_averages_over_non_ignored_pixels_only():
     assert loss_of({"ce": 1.0}) == pytest.approx((CE_A + CE_B) / 2)
 
 
+def test_cross_entropy_of_a_batch_with_every_pixel_ignored_is_zero_with_zero_gradients():
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    for weights in (None, torch.tensor([1.0, 2.0, 3.0])):
+        loss = SegmentationLoss({"ce": 1.0}, ignore_index=255, class_weights=weights)(
+            logits, torch.full((2, 4, 4), 255))
+        loss.backward()
+        assert loss.item() == 0.0 and logits.grad.abs().max() == 0
+
+
 def test_class_weights_weight_each_pixel_by_its_true_class():
     assert loss_of({"ce": 1.0}, class_weights=[1.0, 3.0]) == pytest.approx((3 * CE_A + 1 * CE_B) / 4)
 
