@@ -121,63 +121,8 @@ def check_checkpoint(cfg: DictConfig) -> None:
         )
 
 
-def missing_values(node: DictConfig | ListConfig, prefix: str = "") -> list[str]:
-    """The keys (dotted) left at the mandatory-value marker `???`, found without resolving anything."""
-    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
-    found = []
-    for key in keys:
-        name = f"{prefix}.{key}" if isinstance(node, DictConfig) and prefix else str(key)
-        name = f"{prefix}[{key}]" if isinstance(node, ListConfig) else name
-        if OmegaConf.is_missing(node, key):
-            found.append(name)
-        elif not OmegaConf.is_interpolation(node, key) and isinstance(node[key], DictConfig | ListConfig):
-            found += missing_values(node[key], name)
-    return found
-
-
-def defined_in(key: str) -> str:
-    """The config file of the group option that defines `key` (e.g. conf/data/image_folder.yaml)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    group = key.split(".")[0]
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    return f"conf/{group}/{choices[group]}.yaml" if choices.get(group) else "the composed config"
-
-
-def missing_value_fix(cfg: DictConfig, key: str) -> str:
-    """How to give `key` a value, with the value itself where the data shows it."""
-    if key == "data.num_classes":
-        train = Path(str(OmegaConf.select(cfg, "data.root", default="") or "")).expanduser() / "train"
-        if train.is_dir() and not OmegaConf.is_missing(cfg.data, "root"):
-            classes = [p for p in train.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX"))]
-            return f"data.num_classes={len(classes)} (the class folders of {train})"
-        return "data.num_classes=N (the number of classes: for a folder dataset, its class folders)"
-    if key == "data.root":
-        return "data.root=/path/to/the/dataset (the folder that holds it)"
-    return f"{key}=VALUE"
-
-
-def check_complete(cfg: DictConfig) -> None:
-    """Every mandatory value (`???`) is given and every interpolation resolves; else name the keys."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    missing = missing_values(cfg)
-    if missing:
-        lines = [f"  {key} (??? in {defined_in(key)}): add {missing_value_fix(cfg, key)}" for key in missing]
-        raise ConfigError(f"{len(missing)} value(s) the run needs have no value:\n" + "\n".join(lines)
-                          + "\nGive them on the command line (or in an experiment= file).")
-    try:
-        OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException as error:
-        key = getattr(error, "full_key", None) or "?"
-        reason = str(getattr(error, "msg", error)).splitlines()[0]
-        raise ConfigError(f"{key} cannot be resolved: {reason}. Fix the value of {key} or of the key it "
-                          f"refers to ({where_set(key)}).") from error
-
-
 def check_config(cfg: DictConfig) -> None:
     """Stop early, with the fix in the message, on settings that cannot work together."""
-    check_complete(cfg)
     check_value_types(cfg)
 
     precision = str(cfg.trainer.get("precision", "32-true"))

@@ -16,6 +16,7 @@ import importlib
 import inspect
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -24,6 +25,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from app.build import TASK_ARGUMENTS, TRAINER_ARGUMENTS
 from app.overrides import override_key, where_set
 from core.errors import ConfigError
+from datamodules.image_files import is_clutter
 
 HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
 PASSED_BY_BUILD = {"task": TASK_ARGUMENTS, "trainer": TRAINER_ARGUMENTS}
@@ -189,14 +191,15 @@ def unresolved_values(node: Any, path: str = "") -> Iterator[tuple[str, Exceptio
 
 
 def check_values_given(cfg: DictConfig, groups: Sequence[str] | None = None) -> None:
-    """Values left `???` (to be given) and interpolations to keys that do not exist, named with the fix."""
+    """Values left `???` (to be given) and interpolations that cannot be resolved (to keys that do not
+    exist, say), all named with where they are defined and the fix."""
     problems = [(key, error) for key, error in unresolved_values(cfg)
                 if groups is None or key.split(".")[0] in groups]
     unset = [key for key, error in problems if type(error) is MissingMandatoryValue]
     if unset:
-        raise ConfigError(f"{', '.join(unset)} must be given: the config leaves "
-                          f"{'it' if len(unset) == 1 else 'them'} ??? for you to set. Add "
-                          f"{' '.join(f'{key}=...' for key in unset)} to the command line.")
+        lines = [f"  {key} (??? in {defined_in(key)}): add {missing_value_fix(cfg, key)}" for key in unset]
+        raise ConfigError(f"{len(unset)} value(s) the run needs have no value:\n" + "\n".join(lines)
+                          + "\nGive them on the command line (or in an experiment= file).")
     for key, error in problems:
         found = re.search(r"Interpolation key '([^']+)' not found", str(error))
         if found is None:
@@ -207,11 +210,12 @@ def check_values_given(cfg: DictConfig, groups: Sequence[str] | None = None) -> 
         contract = (" A data config gives the numbers the network and the task read from it "
                     f"(num_classes, channels, image_size; segment: ignore_index): {EXTENDING}."
                     if missing.startswith("data.") else "")
-        raise ConfigError(f"{key} is {written}, but the config has no {missing}.{contract}")
+        raise ConfigError(f"{key} cannot be resolved ({where_set(key)}): {key} is {written}, but the config "
+                          f"has no {missing}.{contract}")
     if problems:
         key, error = problems[0]
-        raise ConfigError(f"{key} cannot be resolved: {str(error).splitlines()[0]}")
-
+        raise ConfigError(f"{key} cannot be resolved: {str(error).splitlines()[0]}. Fix the value of {key} "
+                          f"or of the key it refers to ({where_set(key)}).")
 
 def overrides_to_compose(overrides: Sequence[str], leaving_out: str) -> list[str]:
     """The command line's overrides without the key `leaving_out`, each sweep at its first value."""
@@ -287,3 +291,25 @@ def composition_error(error: Exception, overrides: Sequence[str]) -> ConfigError
         return converted
     cause = f"\n{error.__cause__}" if error.__cause__ is not None else ""
     return ConfigError(f"{error}{cause}".strip())
+
+
+def defined_in(key: str) -> str:
+    """The config file of the group option that defines `key` (e.g. conf/data/image_folder.yaml)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    group = key.split(".")[0]
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return f"conf/{group}/{choices[group]}.yaml" if choices.get(group) else "the composed config"
+
+
+def missing_value_fix(cfg: DictConfig, key: str) -> str:
+    """How to give `key` a value, with the value itself where the data shows it."""
+    if key == "data.num_classes":
+        train = Path(str(OmegaConf.select(cfg, "data.root", default="") or "")).expanduser() / "train"
+        if train.is_dir() and not OmegaConf.is_missing(cfg.data, "root"):
+            classes = [p for p in train.iterdir() if p.is_dir() and not is_clutter(p.name)]
+            return f"data.num_classes={len(classes)} (the class folders of {train})"
+        return "data.num_classes=N (the number of classes: for a folder dataset, its class folders)"
+    if key == "data.root":
+        return "data.root=/path/to/the/dataset (the folder that holds it)"
+    return f"{key}=VALUE"
