@@ -51,6 +51,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         with checkpoint_loading(ckpt_path):
             trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
+    for callback in trainer.callbacks:  # what a callback keeps out of the console's table (per class)
+        metrics.update(getattr(callback, "reported_metrics", {}))
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_score is not None:
         metrics[f"best/{checkpoint.monitor}"] = float(checkpoint.best_model_score)

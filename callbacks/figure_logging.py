@@ -38,10 +38,16 @@ def log_image(
     trainer: pl.Trainer, tag: str, image: torch.Tensor | np.ndarray, step: int | None = None
 ) -> None:
     """Log an image, (3, H, W) floats in [0, 1] or (H, W, 3) uint8, to every logger that takes images."""
+    log_image_to(image_loggers(trainer), tag, image, trainer.global_step if step is None else step)
+
+
+def log_image_to(loggers: list[Logger], tag: str, image: torch.Tensor | np.ndarray, step: int = 0) -> None:
+    """Log an image, (3, H, W) floats in [0, 1] or (H, W, 3) uint8, to each of `loggers` that takes images."""
     if isinstance(image, torch.Tensor):
         image = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    step = trainer.global_step if step is None else step
-    for logger in image_loggers(trainer):
+    for logger in loggers:
+        if not isinstance(logger, IMAGE_LOGGERS):
+            continue
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(tag, image, global_step=step, dataformats="HWC")
         elif isinstance(logger, MLFlowLogger):

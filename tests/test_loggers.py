@@ -17,7 +17,8 @@ from tests.conftest import CONF_DIR
 from tests.run_py import run_dirs, run_py
 from tests.wandb_records import offline_run
 
-FIGURES = {"val/confusion_matrix", "val/predictions", "test/confusion_matrix"}
+FIGURES = {"val/confusion_matrix", "val/predictions", "test/confusion_matrix", "test/pr_curves",
+           "test/roc_curves"}
 
 
 def check_tensorboard(run_dir: Path, metrics: dict[str, float]) -> None:
