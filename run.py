@@ -52,7 +52,8 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def mode_of(cfg: DictConfig) -> Callable[[DictConfig], Any] | None:
-    """The mode that uses a trained model when the config asks for one (`export.format`, `predict.input`)."""
+    """The mode that uses a trained model when the config asks for one (`export.format`, `predict.input`,
+    `visualize.filters`)."""
     if OmegaConf.select(cfg, "export.format"):
         from app.export import export
 
@@ -61,6 +62,10 @@ def mode_of(cfg: DictConfig) -> Callable[[DictConfig], Any] | None:
         from app.predict import predict
 
         return predict
+    if OmegaConf.select(cfg, "visualize.filters"):
+        from app.visualize import visualize
+
+        return visualize
     return None
 
 

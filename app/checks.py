@@ -140,8 +140,9 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def uses_a_trained_model(cfg: DictConfig) -> bool:
-    """Whether the run predicts or exports (`predict.input`, `export.format`) instead of training."""
-    return bool(OmegaConf.select(cfg, "predict.input") or OmegaConf.select(cfg, "export.format"))
+    """Whether the run predicts, exports or visualises (`predict.input`, `export.format`, `visualize.filters`)
+    instead of training."""
+    return any(OmegaConf.select(cfg, key) for key in ("predict.input", "export.format", "visualize.filters"))
 
 
 def runs_on_cpu(accelerator: str) -> bool:
