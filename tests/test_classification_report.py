@@ -4,7 +4,6 @@ random predictions, through a test run and through a labelled predict run."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from sklearn.metrics import (
 
 from app.trained_model import build_from_checkpoint, load_checkpoint
 from lightning_modules.metrics import ClassificationReport, curve_metrics, macro_over_present, report_metrics
-from tests.inference_helpers import QUIET, digits_classifier, run_in_process, to_png
+from tests.inference_helpers import QUIET, digits_classifier, run_in_process, to_png, write_labelled_digits
 from tests.test_predict import read_predictions
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # scikit-learn's zero-division warnings
@@ -133,21 +132,6 @@ def test_a_test_run_prints_and_records_scikit_learns_report_of_its_predictions(t
         roc_auc_score(targets, probabilities, multi_class="ovr"), abs=1e-5)
     assert metrics["test/ap_macro"] == pytest.approx(
         average_precision_score(np.eye(10)[targets], probabilities), abs=1e-5)
-
-
-def write_labelled_digits(folder: Path, count: int = 120) -> dict[str, int]:
-    """Digits test images as PNGs in folders named by their class; {path: label}."""
-    from datamodules.digits import DigitsDataModule
-
-    datamodule = DigitsDataModule()
-    datamodule.setup("test")
-    labels = {}
-    for index in range(count):
-        image, label = datamodule.datasets["test"][index]
-        path = folder / str(int(label)) / f"{index:04d}.png"
-        to_png(image, datamodule.mean[0], datamodule.std[0], path)
-        labels[str(path)] = int(label)
-    return labels
 
 
 def test_predicting_folders_named_by_class_reports_scores_of_the_predictions(tmp_path, tmp_path_factory,

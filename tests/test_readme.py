@@ -50,6 +50,7 @@ from tests.fakes import (
     write_fake_seg_folder,
     write_fake_voc,
 )
+from tests.inference_helpers import write_labelled_digits
 from tests.run_py import python
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,6 +211,10 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
     "ckpt_path=outputs/segment/runs/<run>/checkpoints/last.ckpt":
         lambda fx: f"ckpt_path={fx.segment_run() / 'checkpoints' / 'last.ckpt'}",
     "predict.input=photos/": as_written("predict.input=photos/", lambda fx: fx.image("photos/street.jpg", 1)),
+    "predict.input=digits_by_class/": as_written("predict.input=digits_by_class/", lambda fx: fx.once(
+        "digits_by_class", write_labelled_digits, fx.workspace / "digits_by_class")),
+    "visualize.model=vgg19": as_written("visualize.model=vgg19",
+                                        lambda fx: fx.pretrained("vgg19", "DEFAULT")),
     "predict.model=outputs/classify/runs/<run>/export/model.onnx":
         lambda fx: f"predict.model={fx.onnx_export()}",
     # budgets of real runs: a smoke run takes two trials / three evaluations through the same code
