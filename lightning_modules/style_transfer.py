@@ -119,8 +119,10 @@ class StyleTransferModule(pl.LightningModule):
     def losses(self, image: torch.Tensor, targets: Targets) -> dict[str, torch.Tensor]:
         """Weighted content, style and total-variation losses of `image`, and their sum."""
         features = self.net(image)
-        content = sum(content_loss(features[k], t) for k, t in targets.content.items())
-        style = sum(w * style_loss(features[k], targets.grams[k]) for k, w in self.style_layers.items())
+        zero = image.new_zeros(())  # an empty layer set: that term is absent (0)
+        content = sum((content_loss(features[k], t) for k, t in targets.content.items()), zero)
+        style = sum((w * style_loss(features[k], targets.grams[k]) for k, w in self.style_layers.items()),
+                    zero)
         tv = total_variation(image)
         total = (self.weights["content"] * content + self.weights["style"] * style
                  + self.weights["tv"] * tv)

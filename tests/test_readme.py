@@ -224,10 +224,11 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
 # Tokens that need CUDA; the device count a command needs is trainer.devices x trainer.num_nodes.
 GPU_MARKERS = ("trainer.accelerator=gpu", "strategy=fsdp", "precision=16-mixed")
 # Commands that take tens of seconds even as smoke runs on 2 CPU cores: ImageNet-size networks at
-# 224 px, several processes, a sweep of style jobs (each loads VGG19), 512 px style transfer, and the
-# benchmarks (whose --quick runs both sides).
+# 224 px, several processes, a sweep of style jobs (each loads VGG19), 512 px style transfer, VGG19's
+# filters, ten 256 px reconstructions, and the benchmarks (whose --quick runs both sides).
 SLOW = ("model=resnet50", "experiment=mit67", "deeplabv3", "efficientnet", "trainer.devices=",
-        "-m task=style", "data.image_size=512", "python benchmarks/")
+        "-m task=style", "data.image_size=512", "python benchmarks/", "visualize.model=",
+        "style_reconstructions data.")
 PATH_LIKE = re.compile(r"^(/|~|.*<|.*\.(jpg|jpeg|png|ckpt|pth|pt)$|.*/$)")
 
 

@@ -102,7 +102,7 @@ class VGGFeatures(nn.Module):
         unknown = [layer for layer in layers if layer not in self.all_names[: len(self.features)]]
         if unknown:
             raise ConfigError(f"Unknown VGG19 layer(s) {unknown}. Valid names: {', '.join(self.all_names)}")
-        deepest = max(self.all_names.index(layer) for layer in layers)
+        deepest = max((self.all_names.index(layer) for layer in layers), default=-1)  # none: no layer runs
         if deepest + 1 < len(self.features):
             self.features = self.features[: deepest + 1]
         self.layers = set(layers)
