@@ -21,7 +21,8 @@ from typing import Any
 import pytorch_lightning as pl
 from common import machine_description, parse_args, print_table
 
-COMMON = ["~callbacks.rich_progress_bar", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+COMMON = ["~callbacks.rich_progress_bar", "~callbacks.rich_model_summary",
+          "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
 WITHOUT_REPORT = ["~callbacks.classification_report"]
 CASES = {
     "small CNN, digits (the default run)": {
@@ -29,8 +30,8 @@ CASES = {
         "layers": "[features.0,features.3]",
     },
     "ResNet-18, 32x32 synthetic CIFAR-10": {
-        "overrides": ["data=cifar10", "model=resnet18", "data.val_size=570", "data.root={data_dir}",
-                      "data.verify_checksums=false", "trainer.limit_train_batches=40"],
+        "overrides": ["data=cifar10", "model=resnet18", "data.val_size=285", "data.root={data_dir}",
+                      "data.verify_checksums=false", "trainer.limit_train_batches=20"],
         "layers": "[model.layer1,model.layer4]",
     },
 }

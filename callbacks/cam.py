@@ -99,6 +99,9 @@ class GradCAMFigure(FixedValidationImages):
         self.layer.check_name(pl_module.net)
         if isinstance(pl_module, SegmentationModule):
             self.category = class_index(self.class_name, class_names(trainer, pl_module.num_classes))
+        elif self.class_name is not None:
+            raise ConfigError(f"callbacks.cam.class_name={self.class_name!r} applies to segmentation; "
+                              "classification shows the predicted and the true class of each image.")
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.images is None or not trainer.is_global_zero:
