@@ -146,6 +146,7 @@ def chosen_layers(network: Network, requested: list[str]) -> dict[str, nn.Module
 
 def visualize(cfg: DictConfig) -> dict[str, Any]:
     """`visualize.filters=LAYER[S]` with `ckpt_path=CKPT` or `visualize.model=NAME`: grids, filters.json."""
+    settings = regularisers(cfg)
     network = chosen_network(cfg)
     layers = chosen_layers(network, requested_layers(cfg))
     accelerator = cfg.trainer.get("accelerator")
@@ -160,12 +161,12 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_all(cfg.get("logger"))
     print(f"Visualising filters of {network.source} at {size} px, {cfg.visualize.steps} steps "
           f"({cfg.visualize.parameterization} parameterisation).")
-    results = {name: visualize_layer(cfg, net, name, layers[name], chosen, size, normalize, output_dir,
-                                     loggers) for name, chosen in filters.items()}
+    results = {name: visualize_layer(cfg, net, name, layers[name], chosen, size, normalize, settings,
+                                     output_dir, loggers) for name, chosen in filters.items()}
     for logger in loggers:
         logger.save()
-    settings = OmegaConf.to_container(cfg.visualize, resolve=True)
-    (output_dir / "filters.json").write_text(json.dumps({"settings": settings, "image_size": size,
+    options = OmegaConf.to_container(cfg.visualize, resolve=True)
+    (output_dir / "filters.json").write_text(json.dumps({"settings": options, "image_size": size,
                                                          "layers": results}, indent=2))
     return results
 
@@ -196,13 +197,13 @@ def layer_filters(cfg: DictConfig, network: Network, net: nn.Module, name: str, 
 
 
 def visualize_layer(cfg: DictConfig, net: nn.Module, name: str, layer: nn.Module, filters: list[int],
-                    size: int, normalize: Normalization, output_dir: Path, loggers: list[Any]
-                    ) -> dict[str, Any]:
+                    size: int, normalize: Normalization, settings: Regularisers, output_dir: Path,
+                    loggers: list[Any]) -> dict[str, Any]:
     """One layer's filters optimised, written as `<name>.png` and `filters/<name>` in the image loggers."""
     started = time.perf_counter()
     read = LayerReader(net, layer)
     result = visualize_filters(read, filters, normalize.channels, size, normalize,
-                               int(cfg.visualize.steps), float(cfg.visualize.lr), regularisers(cfg),
+                               int(cfg.visualize.steps), float(cfg.visualize.lr), settings,
                                int(cfg.seed), normalize.mean.device)
     seconds = time.perf_counter() - started
     captions = [f"{index}: {value:.3g}" for index, value in zip(filters, result.reached, strict=True)]
