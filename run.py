@@ -56,7 +56,7 @@ def run(cfg: DictConfig) -> float | None:
 
 def mode_of(cfg: DictConfig) -> Callable[[DictConfig], Any] | None:
     """The mode that uses a trained model when the config asks for one (`export.format`, `predict.input`,
-    `serve.model`, `compress.prune.ratio`)."""
+    `serve.model`, `compress.prune.ratio`, `visualize.filters`)."""
     if OmegaConf.select(cfg, "export.format"):
         from app.export import export
 
@@ -73,6 +73,10 @@ def mode_of(cfg: DictConfig) -> Callable[[DictConfig], Any] | None:
         from app.compress import compress
 
         return compress
+    if OmegaConf.select(cfg, "visualize.filters"):
+        from app.visualize import visualize
+
+        return visualize
     return None
 
 

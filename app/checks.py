@@ -153,10 +153,11 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def uses_a_trained_model(cfg: DictConfig) -> bool:
-    """Whether the run predicts, exports, serves or compresses a trained model (`predict.input`,
-    `export.format`, `serve.model`, `compress.prune.ratio`) instead of training."""
-    return bool(OmegaConf.select(cfg, "predict.input") or OmegaConf.select(cfg, "export.format")
-                or OmegaConf.select(cfg, "serve.model")
+    """Whether the run predicts, exports, serves, compresses or visualises a trained model
+    (`predict.input`, `export.format`, `serve.model`, `compress.prune.ratio`, `visualize.filters`) instead of
+    training."""
+    return bool(any(OmegaConf.select(cfg, key) for key in ("predict.input", "export.format", "serve.model",
+                                                           "visualize.filters"))
                 or OmegaConf.select(cfg, "compress.prune.ratio") is not None)
 
 

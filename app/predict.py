@@ -19,9 +19,10 @@ from app.overrides import apply_overrides, command_line_overrides, override_key
 from app.runtime import ExportedModel, read_model_info
 from app.trained_model import build_from_checkpoint, check_task, class_names, load_checkpoint
 from app.writers import ClassificationWriter, PredictionWriter, SegmentationWriter
+from callbacks.cam import PredictionCAM
 from callbacks.throughput import Throughput
 from core.contracts import ModelInfo, Preprocessing, SegmentationInference, stride_follows_crop
-from core.errors import DataError
+from core.errors import ConfigError, DataError
 from datamodules.transforms import preprocessing_transform
 from lightning_modules.inference import classify_logits, predict_batch, segment_logits
 
@@ -62,6 +63,20 @@ def make_writer(task: str, cfg: DictConfig, inputs: PredictionInputs, classes: l
                               cfg.predict.overlay_alpha)
 
 
+def cam_writers(cfg: DictConfig, module: pl.LightningModule, inputs: PredictionInputs, classes: list[str],
+                preprocessing: Preprocessing) -> list[pl.Callback]:
+    """`predict.cam=true`: the Grad-CAM overlay writer (layer and class from `callbacks.cam.*`)."""
+    if not cfg.predict.get("cam"):
+        return []
+    if isinstance(module, ExportedTask):
+        raise ConfigError("predict.cam=true needs the network's gradients: give ckpt_path=CKPT instead of "
+                          f"predict.model={cfg.predict.model} (an exported model has none).")
+    return [PredictionCAM(cfg.paths.output_dir, inputs.names, classes, preprocessing.mean,
+                          preprocessing.std, layer=OmegaConf.select(cfg, "callbacks.cam.layer"),
+                          class_name=OmegaConf.select(cfg, "callbacks.cam.class_name"),
+                          alpha=OmegaConf.select(cfg, "callbacks.cam.alpha", default=0.5))]
+
+
 def run_predict_loop(cfg: DictConfig, module: pl.LightningModule, task: str, preprocessing: Preprocessing,
                      classes: list[str], num_workers: int) -> PredictionWriter:
     """List the inputs, then Lightning's predict loop with the task's writer (DDP splits the inputs)."""
@@ -72,9 +87,10 @@ def run_predict_loop(cfg: DictConfig, module: pl.LightningModule, task: str, pre
     loader = DataLoader(inputs, batch_size=cfg.predict.batch_size, num_workers=num_workers,
                         collate_fn=collate_inputs)
     writer = make_writer(task, cfg, inputs, classes)
+    callbacks = [writer, *cam_writers(cfg, module, inputs, classes, preprocessing)]
     loggers = instantiate_all(cfg.get("logger"))
     throughput = Throughput()
-    trainer = instantiate(cfg.trainer, callbacks=[writer, throughput], logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=[*callbacks, throughput], logger=loggers or False)
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     if trainer.is_global_zero and len(writer.gathered_skipped) == len(inputs):
         raise DataError(f"None of the {len(inputs)} input image(s) could be read: see "

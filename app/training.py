@@ -101,6 +101,8 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, module: Any, trainer: Any) ->
         with checkpoint_loading(ckpt_path, cfg):
             trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
+    for callback in trainer.callbacks:  # what a callback keeps out of the console's table (per class)
+        metrics.update(getattr(callback, "reported_metrics", {}))
     return metrics
 
 

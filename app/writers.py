@@ -8,6 +8,7 @@ contact sheet and summaries are gathered on rank 0.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from rich.text import Text
 from callbacks.figure_logging import tensorboard_writer
 from core.figures import drawable, overlay, subplot_grid, title_fonts, voc_palette
 from datamodules.image_files import read_image
+from lightning_modules.metrics import ClassificationReport, report_metrics
 
 
 def gather(items: list[Any]) -> list[Any]:
@@ -116,6 +118,28 @@ class ClassificationWriter(PredictionWriter):
                 writer.writerow([str(self.paths[index]), self.names[index], index, *top])
         if rows and self.contact_sheet_images:
             self.contact_sheet(rows[: self.contact_sheet_images], trainer)
+        if rows:
+            self.report(rows)
+
+    def report(self, rows: list[tuple[int, list[int], list[float]]]) -> None:
+        """With every input in a folder named by a class: the classification report of the top-1 classes,
+        printed as scikit-learn prints it, in `classification_report.txt` and in `metrics.json`."""
+        folders = [self.paths[index].parent.name for index, _, _ in rows]
+        labelled = sum(folder in self.classes for folder in folders)
+        if labelled < len(rows):
+            if labelled:
+                print(f"No classification report: {len(rows) - labelled} of {len(rows)} inputs are not in a "
+                      f"folder named by a class ({', '.join(self.classes[:5])}, ...).")
+            return
+        scores = report_metrics(len(self.classes))
+        scores.update(torch.tensor([classes[0] for _, classes, _ in rows]),
+                      torch.tensor([self.classes.index(folder) for folder in folders]))
+        report = ClassificationReport.from_computed(scores.compute(), self.classes)
+        averages, per_class = report.metrics("predict", "predict_per_class")
+        metrics = {"predict/acc": report.accuracy, **averages, **per_class}
+        (self.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        (self.output_dir / "classification_report.txt").write_text(report.text())
+        print(f"Classification report (labels from the input folders' names):\n{report.text()}")
 
     def contact_sheet(self, rows: list[tuple[int, list[int], list[float]]], trainer: pl.Trainer) -> None:
         """The first images titled with their top-1 class and probability: PNG and TensorBoard."""

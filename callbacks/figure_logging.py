@@ -38,10 +38,16 @@ def log_image(
     trainer: pl.Trainer, tag: str, image: torch.Tensor | np.ndarray, step: int | None = None
 ) -> None:
     """Log an image, (3, H, W) floats in [0, 1] or (H, W, 3) uint8, to every logger that takes images."""
+    log_image_to(image_loggers(trainer), tag, image, trainer.global_step if step is None else step)
+
+
+def log_image_to(loggers: list[Logger], tag: str, image: torch.Tensor | np.ndarray, step: int = 0) -> None:
+    """Log an image, (3, H, W) floats in [0, 1] or (H, W, 3) uint8, to each of `loggers` that takes images."""
     if isinstance(image, torch.Tensor):
         image = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    step = trainer.global_step if step is None else step
-    for logger in image_loggers(trainer):
+    for logger in loggers:
+        if not isinstance(logger, IMAGE_LOGGERS):
+            continue
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(tag, image, global_step=step, dataformats="HWC")
         elif isinstance(logger, MLFlowLogger):
@@ -98,3 +104,24 @@ class ValidationSampleFigure(pl.Callback):
         dm = trainer.datamodule
         images = denormalize(images, getattr(dm, "mean", None), getattr(dm, "std", None))
         self.draw(trainer, pl_module, images, preds, targets)
+
+
+class FixedValidationImages(pl.Callback):
+    """Keeps the first `num_images` images (and targets) of the first validation batch it sees, for good:
+    the same images each epoch, however the loader orders them. `active` False: keeps nothing."""
+
+    def __init__(self, num_images: int, active: bool = True) -> None:
+        self.num_images = num_images
+        self.active = active
+        self.images: torch.Tensor | None = None
+        self.targets: torch.Tensor | None = None
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.active and self.images is None and dataloader_idx == 0:
+            self.images = batch[0][: self.num_images].detach().cpu().clone()
+            self.targets = batch[1][: self.num_images].detach().cpu().clone()
+
+    def denormalized(self, trainer: pl.Trainer) -> torch.Tensor:
+        """The kept images in [0, 1], for display."""
+        dm = trainer.datamodule
+        return denormalize(self.images.float(), getattr(dm, "mean", None), getattr(dm, "std", None))

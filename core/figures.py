@@ -132,3 +132,60 @@ def drawable(text: str, families: list[str]) -> bool:
              for family in families]
     return all(any(font.get_char_index(ord(character)) for font in fonts)
                for character in text if not character.isspace())
+
+
+def to_rgb(image: torch.Tensor) -> torch.Tensor:
+    """(1 or 3, H, W) -> (3, H, W): grayscale repeated, colour kept (more channels: the first three)."""
+    return image.expand(3, -1, -1) if image.shape[0] == 1 else image[:3]
+
+
+_COLOUR_MAPS: dict[str, torch.Tensor] = {}
+
+
+def colour_map(values: torch.Tensor, name: str = "jet") -> torch.Tensor:
+    """(H, W) values in [0, 1] -> (3, H, W) colours of matplotlib's colour map `name` (256 levels)."""
+    if name not in _COLOUR_MAPS:
+        import matplotlib
+
+        table = matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3]
+        _COLOUR_MAPS[name] = torch.from_numpy(table).float()
+    table = _COLOUR_MAPS[name]
+    levels = (values.clamp(0, 1) * 255).round().long().cpu()
+    return table[levels].permute(2, 0, 1)
+
+
+def heatmap_overlay(image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """A (H, W) map in [0, 1] in the jet colour map blended over an image (1 or 3, H, W) in [0, 1]."""
+    return (1 - alpha) * to_rgb(image).cpu() + alpha * colour_map(heat)
+
+
+def captioned_grid(tiles: list[torch.Tensor], captions: list[str], columns: int, min_tile: int = 96,
+                   font_size: int = 12, padding: int = 4) -> torch.Tensor:
+    """Tiles ((1 or 3, h, w) in [0, 1], one size) in rows of `columns`, each captioned below: (3, H, W).
+
+    Small tiles are enlarged (nearest) by a whole factor to at least `min_tile` pixels; a caption line
+    too long for its tile is cut.
+    """
+    tiles = [to_rgb(upscaled(tile.float().cpu(), min_tile)) for tile in tiles]
+    height, width = tiles[0].shape[-2:]
+    font = ImageFont.load_default(size=font_size)
+    lines = max((caption.count("\n") + 1 for caption in captions), default=0)
+    strip = lines * (font_size + 3) + 4 if lines else 0
+    rows = math.ceil(len(tiles) / columns)
+    canvas = Image.new("RGB", (columns * (width + padding) + padding,
+                               rows * (height + strip + padding) + padding), "white")
+    pen = ImageDraw.Draw(canvas)
+    for index, (tile, caption) in enumerate(zip(tiles, captions, strict=True)):
+        row, column = divmod(index, columns)
+        x, y = padding + column * (width + padding), padding + row * (height + strip + padding)
+        pixels = (tile.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        canvas.paste(Image.fromarray(pixels), (x, y))
+        fitted = "\n".join(_fit(line, font, width - 2) for line in caption.split("\n"))
+        pen.multiline_text((x + 1, y + height + 2), fitted, fill="black", font=font, spacing=3)
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).float() / 255
+
+
+def _fit(text: str, font: Any, width: int) -> str:
+    while text and font.getlength(text) > width:
+        text = text[:-1]
+    return text

@@ -104,9 +104,10 @@ def perceptual_losses(
     content: the sum over `content_targets`' layers of the mean squared feature difference; style: the
     sum over `style_layers` of weight x `style_term`; tv: `total_variation(image)`.
     """
-    content = sum(content_loss(features[layer], target) for layer, target in content_targets.items())
-    style = sum(weight * style_term(features[layer], style_targets[layer], style_kind)
-                for layer, weight in style_layers.items())
+    zero = image.new_zeros(())  # an empty layer set: that term is absent (0)
+    content = sum((content_loss(features[layer], target) for layer, target in content_targets.items()), zero)
+    style = sum((weight * style_term(features[layer], style_targets[layer], style_kind)
+                 for layer, weight in style_layers.items()), zero)
     tv = total_variation(image)
     total = weights.content * content + weights.style * style + weights.tv * tv
     return {"content": content, "style": style, "tv": tv, "total": total}

@@ -327,8 +327,12 @@ def test_evaluation_on_two_processes_scores_every_sample_once_like_one_process(t
 
     assert done.returncode == 0, done.stderr[-3000:]
     distributed = json.loads((run_dirs(tmp_path)[0] / "metrics.json").read_text())
-    for key in ("test/acc", "test/acc_macro"):
+    exact = ("test/acc", "test/acc_macro", "test/f1_macro", "test/precision_weighted",
+             "test_per_class/recall_3")
+    for key in exact:
         assert distributed[key] == single[key], key
+    for key in ("test/ap_macro", "test/auroc_macro"):  # sums of the same terms in another order
+        assert distributed[key] == pytest.approx(single[key], abs=1e-6), key
     # Each batch's mean loss is rounded in float32, and the processes' batches hold other samples.
     assert distributed["test/loss"] == pytest.approx(single["test/loss"], rel=1e-6)
     assert trained["test/acc"] == pytest.approx(single["test/acc"])

@@ -53,6 +53,7 @@ from tests.fakes import (
     write_fake_seg_folder,
     write_fake_voc,
 )
+from tests.inference_helpers import write_labelled_digits
 from tests.run_py import python
 from tests.style_fakes import write_fake_coco, write_fake_coco_stuff, write_fake_wikiart
 
@@ -222,6 +223,10 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
     "ckpt_path=outputs/segment/runs/<run>/checkpoints/last.ckpt":
         lambda fx: f"ckpt_path={fx.segment_run() / 'checkpoints' / 'last.ckpt'}",
     "predict.input=photos/": as_written("predict.input=photos/", lambda fx: fx.image("photos/street.jpg", 1)),
+    "predict.input=digits_by_class/": as_written("predict.input=digits_by_class/", lambda fx: fx.once(
+        "digits_by_class", write_labelled_digits, fx.workspace / "digits_by_class")),
+    "visualize.model=vgg19": as_written("visualize.model=vgg19",
+                                        lambda fx: fx.pretrained("vgg19", "DEFAULT")),
     "predict.model=outputs/classify/runs/<run>/export/model.onnx":
         lambda fx: f"predict.model={fx.onnx_export()}",
     "task.distill.teacher=outputs/classify/runs/<run>/checkpoints/last.ckpt":
@@ -238,10 +243,12 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
 GPU_MARKERS = ("trainer.accelerator=gpu", "strategy=fsdp", "precision=16-mixed", "export.format=tensorrt")
 # Commands that take tens of seconds even as smoke runs on 2 CPU cores: ImageNet-size networks at
 # 224 px, several processes, a sweep of style jobs (each loads VGG19), 512 px style transfer, servers
-# (model processes started fresh), and the benchmarks (whose --quick runs both sides).
+# (model processes started fresh), VGG19's filters, ten 256 px reconstructions, and the benchmarks
+# (whose --quick runs both sides).
 SLURM = "hydra/launcher=submitit_slurm"  # commands run as jobs of the local cluster: marked `slurm`
 SLOW = ("model=resnet50", "experiment=mit67", "deeplabv3", "efficientnet", "trainer.devices=",
-        "-m task=style", "data.image_size=512", "python benchmarks/", "serve.model=", SLURM)
+        "-m task=style", "data.image_size=512", "python benchmarks/", "serve.model=", "visualize.model=",
+        "style_reconstructions data.", SLURM)
 PATH_LIKE = re.compile(r"^(/|~|.*<|.*\.(jpg|jpeg|png|ckpt|pth|pt)$|.*/$)")
 
 

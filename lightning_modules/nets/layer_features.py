@@ -63,7 +63,7 @@ class LayerFeatures(nn.Module):
         if unknown:
             raise ConfigError(f"Unknown {self.label} layer(s) {unknown}. Valid names: "
                               f"{', '.join(self.all_names[: len(self.features)])}")
-        deepest = max(self.all_names.index(layer) for layer in layers)
+        deepest = max((self.all_names.index(layer) for layer in layers), default=-1)  # none: no layer runs
         if deepest + 1 < len(self.features):
             self.features = self.features[: deepest + 1]
         self.layers = set(layers)
