@@ -127,8 +127,12 @@ class GradCAMFigure(FixedValidationImages):
             probabilities = forward(images).float().softmax(1)
         predicted = probabilities.argmax(1)
         targets = self.targets.to(images.device)
-        maps = {"pred": grad_cam(forward, layer, images, predicted),
-                "true": grad_cam(forward, layer, images, targets)}
+        # one Grad-CAM pass: every image's predicted class, and the true class where it differs
+        wrong = (predicted != targets).nonzero().flatten()
+        both = grad_cam(forward, layer, torch.cat([images, images[wrong]]),
+                        torch.cat([predicted, targets[wrong]]))
+        maps = {"pred": both[:len(images)], "true": both[:len(images)].clone()}
+        maps["true"][wrong] = both[len(images):]
         tiles, captions = [], []
         for i, image in enumerate(shown):
             p, t = int(predicted[i]), int(targets[i])

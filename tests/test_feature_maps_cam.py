@@ -113,6 +113,26 @@ def test_grad_cam_is_the_relu_of_activations_weighted_by_their_mean_gradients():
     assert all(p.grad is None for p in net.parameters()), "Grad-CAM leaves the parameters' gradients alone"
 
 
+def test_the_figures_maps_of_the_predicted_and_true_class_are_each_classes_grad_cam():
+    from callbacks.cam import GradCAMFigure
+    from core.figures import heatmap_overlay
+
+    torch.manual_seed(0)
+    net = MNISTCNN().eval()
+    images = torch.randn(6, 1, 28, 28)
+    predicted = net(images).argmax(1)
+    figure = GradCAMFigure(enabled=True)
+    figure.targets = torch.tensor([(c + 1) % 10 if i % 2 else c for i, c in enumerate(predicted.tolist())])
+    shown = images.sigmoid()
+    names = [str(c) for c in range(10)]
+    tiles, captions = figure.classification_tiles(net, net.features[3], images, shown, names)
+    for column, classes in ((1, predicted), (2, figure.targets)):  # image | predicted | true, per row
+        expected = grad_cam(net, net.features[3], images, classes)
+        for i in range(6):
+            assert torch.allclose(tiles[3 * i + column], heatmap_overlay(shown[i], expected[i]), atol=1e-5)
+    assert captions[2].startswith(f"true {figure.targets[0].item()} (")
+
+
 def test_a_segmentation_class_over_no_pixels_has_an_all_zero_map():
     net = nn.Conv2d(3, 4, 3, padding=1)
     images = torch.randn(2, 3, 8, 8)
