@@ -96,13 +96,15 @@ def run_predict_loop(cfg: DictConfig, module: pl.LightningModule, task: str, pre
         raise DataError(f"None of the {len(inputs)} input image(s) could be read: see "
                         f"{Path(cfg.paths.output_dir) / 'skipped.txt'}.")
     if trainer.is_global_zero:
-        report_predict_costs(cfg, module, throughput)
+        report_predict_costs(cfg, module, throughput, writer.metrics)
     return writer
 
 
-def report_predict_costs(cfg: DictConfig, module: pl.LightningModule, throughput: Throughput) -> None:
-    """metrics.json of a predict run: images/s, and the network's parameters or the exported file's size."""
-    costs: dict[str, Any] = {}
+def report_predict_costs(cfg: DictConfig, module: pl.LightningModule, throughput: Throughput,
+                         scores: dict[str, float]) -> None:
+    """metrics.json of a predict run: the writer's scores (a labelled run's classification report), images/s,
+    and the network's parameters or the exported file's size."""
+    costs: dict[str, Any] = dict(scores)
     speed = throughput.images_per_second("predict")
     if speed is not None:
         costs["cost/inference_images_per_s"] = speed
