@@ -7,6 +7,10 @@ baseline run has none of them. Each run trains `--epochs` epochs built by run.py
 default callbacks, TensorBoard logger; no progress bar) and times each epoch after the first (the first
 finds Grad-CAM's default layer and warms everything up); the runs alternate, `--repeats` times, and each
 figure is the median over all timed epochs.
+
+Two measures of the cost: the ratio of the epoch medians with and without the callback (separate runs:
+on a busy machine their noise can exceed the cost), and the seconds spent inside the callback's own
+hooks in each epoch, as a share of the rest of that same epoch (one run: load slows both alike).
 """
 
 from __future__ import annotations
@@ -47,33 +51,65 @@ def sides_of(layers: str) -> dict[str, list[str]]:
     }
 
 
-class EpochTimer(pl.Callback):
-    """Seconds of each training epoch (validation and its callbacks included), the first one left out."""
+INSIGHT_CALLBACKS = ("ClassificationReportLogger", "FeatureMaps", "GradCAMFigure")
 
-    def __init__(self) -> None:
-        self.start = 0.0
+
+class HookTimer:
+    """Seconds spent inside the hooks that a callback overrides, summed (its instance's hooks wrapped)."""
+
+    def __init__(self, callback: pl.Callback) -> None:
+        self.seconds = 0.0
+        for name in dir(pl.Callback):
+            if (name.startswith("on_") or name in ("setup", "teardown")) and \
+                    getattr(type(callback), name) is not getattr(pl.Callback, name):
+                setattr(callback, name, self.timed(getattr(callback, name)))
+
+    def timed(self, hook: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return hook(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+        return run
+
+
+class EpochTimer(pl.Callback):
+    """Seconds of each training epoch (validation and its callbacks included), and of the insight
+    callback's hooks within it; the first epoch left out."""
+
+    def __init__(self, hooks: HookTimer | None) -> None:
+        self.hooks = hooks
+        self.start = self.hooks_start = 0.0
         self.seconds: list[float] = []
+        self.in_hooks: list[float] = []
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.hooks_start = self.hooks.seconds if self.hooks else 0.0
         self.start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch > 0:
             self.seconds.append(time.perf_counter() - self.start)
+            self.in_hooks.append(self.hooks.seconds - self.hooks_start if self.hooks else 0.0)
 
 
-def epoch_seconds(overrides: list[str], epochs: int, output_dir: Path) -> list[float]:
-    """The timed epochs of one run of run.py's config for `overrides`."""
+def epoch_seconds(overrides: list[str], epochs: int, output_dir: Path) -> tuple[list[float], list[float]]:
+    """The timed epochs of one run of run.py's config for `overrides`, and the seconds of each spent in
+    the insight callback's hooks (zeros without one)."""
     from app.build import build
     from app.compose import compose_config
 
     cfg = compose_config([*COMMON, *overrides, f"trainer.max_epochs={epochs}", "trainer.max_steps=-1",
                           "test=false"], output_dir)
     datamodule, module, trainer = build(cfg)
-    timer = EpochTimer()
+    active = [cb for cb in trainer.callbacks if type(cb).__name__ in INSIGHT_CALLBACKS
+              and getattr(cb, "active", True)]
+    assert len(active) <= 1, f"one insight callback at a time, not {active}"
+    timer = EpochTimer(HookTimer(active[0]) if active else None)
     trainer.callbacks.append(timer)
     trainer.fit(module, datamodule=datamodule)
-    return timer.seconds
+    return timer.seconds, timer.in_hooks
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -88,20 +124,36 @@ def measure(name: str, case: dict[str, Any], args: argparse.Namespace, work: Pat
     overrides = [o.format(data_dir=work / "data") for o in case["overrides"]] + extra
     sides = sides_of(case["layers"])
     times: dict[str, list[float]] = {side: [] for side in sides}
+    shares: dict[str, list[float]] = {side: [] for side in sides}  # in the hooks / the rest of the epoch
+    hooks: dict[str, list[float]] = {side: [] for side in sides}
     runs = 0
     for _ in range(args.repeats):
         for side, options in sides.items():
             runs += 1
-            times[side] += epoch_seconds([*overrides, *options], args.epochs, work / f"run{runs}")
+            seconds, in_hooks = epoch_seconds([*overrides, *options], args.epochs, work / f"run{runs}")
+            times[side] += seconds
+            hooks[side] += in_hooks
+            shares[side] += [inside / (total - inside)
+                             for total, inside in zip(seconds, in_hooks, strict=True)]
     base = statistics.median(times["baseline"])
     rows = []
     for side in list(sides)[1:]:
-        seconds = statistics.median(times[side])
+        seconds, share = statistics.median(times[side]), statistics.median(shares[side])
         rows.append({"case": name, "callback": side, "epoch s (without)": base, "epoch s (with)": seconds,
-                     "ratio": seconds / base, "cost %": 100 * (seconds / base - 1)})
+                     "ratio": seconds / base, "cost %": 100 * (seconds / base - 1),
+                     "in its hooks s": statistics.median(hooks[side]),
+                     "hooks / rest of epoch %": 100 * share})
         print(f"ratio with/without [{name}, {side}]: {seconds / base:.3f} "
-              f"(cost {100 * (seconds / base - 1):+.1f}% of an epoch; target < 5%)")
+              f"(cost {100 * (seconds / base - 1):+.1f}% of an epoch; in its hooks {100 * share:.1f}% of the "
+              "rest of the same epoch; target < 5%)")
     return rows
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (other jobs on the machine), where the OS tells them."""
+    import os
+
+    return " ".join(f"{load:.1f}" for load in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
 
 
 def main() -> None:
@@ -115,7 +167,8 @@ def main() -> None:
         args.epochs, args.repeats = 2, 1
         cases = {name: cases[name] for name in list(cases)[:1]}
         extra = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "data.batch_size=8"]
-    print(f"Machine: {machine_description()}; torch threads: {torch.get_num_threads()}")
+    print(f"Machine: {machine_description()}; torch threads: {torch.get_num_threads()}; "
+          f"load average at the start: {load_average()}")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -125,6 +178,7 @@ def main() -> None:
             write_cifar10(work / "data", per_batch=1140, n_test=20)
         for name, case in cases.items():
             rows += measure(name, case, args, work, extra)
+    print(f"Load average at the end: {load_average()}")
     print_table(f"Epoch seconds with each callback against without, {args.epochs - 1} timed epochs per run, "
                 f"{args.repeats} runs each", rows)
 
