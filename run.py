@@ -48,12 +48,12 @@ TYPED_KEYS = (
     ("trainer.limit_test_batches", "number", True, "0.25 (a fraction) or 10 (batches)"),
     ("trainer.gradient_clip_val", "number", True, "1.0"),
     ("data.batch_size", "whole", False, "64"),
-    ("data.num_workers", "whole", False, "4"),
+    ("data.num_workers", "workers", False, "4 or auto"),
     ("optimizer.lr", "number", False, "1e-3"),
     ("optimizer.weight_decay", "number", True, "1e-4"),
     ("optimizer.momentum", "number", True, "0.9"),
 )
-KINDS = {"whole": "a whole number", "number": "a number"}
+KINDS = {"whole": "a whole number", "number": "a number", "workers": "a whole number or auto"}
 ABSENT = object()
 
 
@@ -83,7 +83,9 @@ def where_set(key: str) -> str:
 
 
 def has_kind(value: Any, kind: str) -> bool:
-    """Whether `value` is a whole number (kind "whole") or any real number (kind "number")."""
+    """Whether `value` is a whole number ("whole"; "workers": or `auto`) or any real number ("number")."""
+    if kind == "workers":
+        return value == "auto" or (has_kind(value, "whole") and value >= 0)
     numeric = (int,) if kind == "whole" else (int, float)
     return isinstance(value, numeric) and not isinstance(value, bool)
 

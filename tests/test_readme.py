@@ -217,7 +217,7 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
     "task.iterations=500": lambda fx: "task.iterations=3",
 }
 # Tokens that need CUDA; the device count a command needs is trainer.devices x trainer.num_nodes.
-GPU_MARKERS = ("trainer.accelerator=gpu", "strategy=fsdp", "precision=16-mixed")
+GPU_MARKERS = ("trainer.accelerator=gpu", "strategy=fsdp", "precision=16-mixed", "data.decode=gpu")
 # Commands that take tens of seconds even as smoke runs on 2 CPU cores: ImageNet-size networks at
 # 224 px, several processes, a sweep of style jobs (each loads VGG19), 512 px style transfer, and the
 # benchmarks (whose --quick runs both sides).

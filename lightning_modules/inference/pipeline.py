@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from callbacks.run_config import CHECKPOINT_KEY as CONFIG_KEY
 from callbacks.run_config import CLASSES_KEY
 from core.errors import CheckpointError, ConfigError, DataError
+from datamodules.base import loader_workers
 from datamodules.transforms import preprocessing_transform
 from lightning_modules.inference.export import export_network
 from lightning_modules.inference.inputs import PredictionInputs, collate_inputs, list_inputs, predict_batch
@@ -185,7 +186,7 @@ def predict(cfg: DictConfig) -> None:
     datamodule, module = build_from_checkpoint(config, checkpoint)
     run_predict_loop(cfg, module, str(config.task_name), datamodule.inference_preprocessing(),
                      class_names(checkpoint, int(config.data.num_classes)),
-                     int(config.data.get("num_workers", 0)))
+                     loader_workers(config.data.get("num_workers", 0)))
 
 
 def verification_samples(cfg: DictConfig, datamodule: Any, preprocessing: dict[str, Any]) -> torch.Tensor:
