@@ -11,7 +11,15 @@ from typing import Any
 
 import torch
 from torchmetrics import Metric
-from torchmetrics.classification import MulticlassStatScores
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassJaccardIndex,
+    MulticlassStatScores,
+)
+from torchmetrics.functional.classification.confusion_matrix import (
+    _multiclass_confusion_matrix_tensor_validation,
+)
 from torchmetrics.functional.classification.stat_scores import (
     _multiclass_stat_scores_format,
     _multiclass_stat_scores_tensor_validation,
@@ -35,7 +43,51 @@ def confusion_counts(preds: torch.Tensor, target: torch.Tensor, num_classes: int
     return counts[:bins].reshape(num_classes, num_classes)
 
 
-class BalancedAccuracy(MulticlassStatScores):
+def stat_scores(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-class (true positives, false positives, true negatives, false negatives) of a confusion."""
+    true_positives = confusion.diagonal()
+    false_positives = confusion.sum(0) - true_positives
+    false_negatives = confusion.sum(1) - true_positives
+    true_negatives = confusion.sum() - (false_positives + false_negatives + true_positives)
+    return true_positives, false_positives, true_negatives, false_negatives
+
+
+class CountedWithoutSync:
+    """`update` for a torchmetrics MulticlassStatScores metric (top-1, global): its statistics from
+    `confusion_counts`, the very integers torchmetrics counts, with no host sync on a GPU."""
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        assert self.top_k == 1 and self.multidim_average == "global", "top-1, global statistics only"
+        if self.validate_args:
+            _multiclass_stat_scores_tensor_validation(preds, target, self.num_classes, self.multidim_average,
+                                                      self.ignore_index)
+        preds, target = _multiclass_stat_scores_format(preds, target, 1)
+        scores = stat_scores(confusion_counts(preds, target, self.num_classes, self.ignore_index))
+        if self.average == "micro":
+            scores = tuple(score.sum() for score in scores)
+        self._update_state(*scores)
+
+
+class Accuracy(CountedWithoutSync, MulticlassAccuracy):
+    """torchmetrics' MulticlassAccuracy (top-1), counted without host syncs."""
+
+
+class F1Score(CountedWithoutSync, MulticlassF1Score):
+    """torchmetrics' MulticlassF1Score (top-1), counted without host syncs."""
+
+
+class JaccardIndex(MulticlassJaccardIndex):
+    """torchmetrics' MulticlassJaccardIndex, its confusion matrix counted without host syncs."""
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        if self.validate_args:
+            _multiclass_confusion_matrix_tensor_validation(preds, target, self.num_classes, self.ignore_index)
+        if preds.ndim == target.ndim + 1:
+            preds = preds.argmax(dim=1)
+        self.confmat += confusion_counts(preds, target, self.num_classes, self.ignore_index)
+
+
+class BalancedAccuracy(CountedWithoutSync, MulticlassStatScores):
     """Mean recall over the classes present in the targets: scikit-learn's `balanced_accuracy_score`.
 
     torchmetrics' macro accuracy also averages over classes that are only predicted, each counting as 0.
@@ -44,19 +96,6 @@ class BalancedAccuracy(MulticlassStatScores):
 
     def __init__(self, num_classes: int, **kwargs: Any) -> None:
         super().__init__(num_classes, top_k=1, average="none", **kwargs)
-
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        """torchmetrics' statistics from a confusion counted with `confusion_counts` (no host sync)."""
-        if self.validate_args:
-            _multiclass_stat_scores_tensor_validation(preds, target, self.num_classes, self.multidim_average,
-                                                      self.ignore_index)
-        preds, target = _multiclass_stat_scores_format(preds, target, 1)
-        confusion = confusion_counts(preds, target, self.num_classes, self.ignore_index)
-        true_positives = confusion.diagonal()
-        false_positives = confusion.sum(0) - true_positives
-        false_negatives = confusion.sum(1) - true_positives
-        true_negatives = confusion.sum() - (false_positives + false_negatives + true_positives)
-        self._update_state(true_positives, false_positives, true_negatives, false_negatives)
 
     def compute(self) -> torch.Tensor:
         true_positives, _, _, false_negatives = self._final_state()

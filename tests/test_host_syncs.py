@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
 from torch.optim.swa_utils import get_ema_avg_fn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
 
 import run
 from callbacks.ema import ExponentialMovingAverage
@@ -18,7 +19,7 @@ from callbacks.finite_loss import StopOnNonFiniteLoss
 from callbacks.host_syncs import CountHostSyncs, SyncCounter
 from core.errors import ConfigError
 from core.host_copy import HostCopy
-from lightning_modules.metrics import BalancedAccuracy, confusion_counts
+from lightning_modules.metrics import Accuracy, BalancedAccuracy, F1Score, JaccardIndex, confusion_counts
 
 
 def counted(operation, *device_tensors) -> int:
@@ -62,6 +63,26 @@ def test_confusion_counts_equal_bincount_and_balanced_accuracy_updates_without_a
     assert torch.equal(confusion_counts(preds, target, 5, ignore_index=255), expected)
     metric, logits, labels = BalancedAccuracy(5), torch.randn(32, 5), torch.arange(32) % 5
     assert counted(lambda: metric.update(logits, labels), metric, logits, labels) == 0
+
+
+@pytest.mark.parametrize("ignore_index", [None, 255, 0])
+@pytest.mark.parametrize(("ours", "theirs", "average"), [
+    (Accuracy, MulticlassAccuracy, "micro"), (Accuracy, MulticlassAccuracy, "macro"),
+    (F1Score, MulticlassF1Score, "macro"), (JaccardIndex, MulticlassJaccardIndex, "macro"),
+])
+def test_segmentation_metrics_equal_torchmetrics_on_void_heavy_masks_without_a_sync(ours, theirs, average,
+                                                                                     ignore_index):
+    generator = torch.Generator().manual_seed(1)
+    options = {"num_classes": 4, "average": average, "ignore_index": ignore_index, "validate_args": False}
+    mine, reference = ours(**options), theirs(**options)
+    for _ in range(3):
+        logits = torch.randn(2, 4, 8, 8, generator=generator)
+        masks = torch.randint(0, 4, (2, 8, 8), generator=generator)
+        if ignore_index is not None:
+            masks[torch.rand(2, 8, 8, generator=generator) < 0.6] = ignore_index
+        reference.update(logits, masks)
+        assert counted(lambda x=logits, y=masks: mine.update(x, y), mine, logits, masks) == 0
+    torch.testing.assert_close(mine.compute(), reference.compute())
 
 
 class ReadsTheLoss(pl.Callback):
