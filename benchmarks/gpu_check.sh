@@ -12,9 +12,11 @@ PYTHON=${PYTHON:-python}
 DRY_RUN=false
 [[ "${1:-}" == "--dry-run" ]] && DRY_RUN=true
 
+SEGMENTATION_MODELS=(--models unet deeplabv3_resnet50)
 if $DRY_RUN; then
     QUICK=(--quick)
     SYNCS=(--quick --device cpu)
+    SEGMENTATION_MODELS=(--models unet)  # DeepLabV3-ResNet50 takes minutes on a CPU even tiny
     echo "gpu_check.sh --dry-run: every step at tiny sizes on the CPU (no figure here is a measurement)"
 else
     QUICK=()
@@ -29,7 +31,7 @@ failures=0
 step() {  # step BUDGET_SECONDS TITLE COMMAND...
     local budget=$1 title=$2
     shift 2
-    $DRY_RUN && budget=$((budget * 30))  # the CPU is no GPU: budgets bound only the real check
+    $DRY_RUN && budget=0  # no budget on the CPU (timeout 0: none): they bound only the real check
     echo
     echo "=== $title"
     local start=$SECONDS
@@ -47,25 +49,25 @@ step 10 "Machine" "$PYTHON" -c "
 import os, platform, torch
 print(platform.processor() or platform.machine(), os.cpu_count(), 'cores, torch', torch.__version__,
       '| CUDA:', torch.cuda.get_device_name() if torch.cuda.is_available() else 'none')"
-step 80 "ResNet-50, 224 px, batch 128, bf16-mixed + channels_last, eager: run.py against the plain loop on
+step 90 "ResNet-50, 224 px, batch 128, bf16-mixed + channels_last, eager: run.py against the plain loop on
     synthetic pinned batches (medians of 3, interleaved)" \
     "$PYTHON" benchmarks/gpu_precision.py --rows synthetic --repeats 3 "${QUICK[@]}"
-step 110 "The same on MIT67's JPEG loader (1,024 generated JPEGs, data.num_workers=auto), decoding on the
+step 100 "The same on MIT67's JPEG loader (1,024 generated JPEGs, data.num_workers=auto), decoding on the
     CPU and on the GPU (medians of 2)" \
     "$PYTHON" benchmarks/gpu_precision.py --rows jpeg-cpu jpeg-gpu --repeats 2 --images 1024 --steps 20 \
     --warmup 8 "${QUICK[@]}"
-step 90 "ResNet-50, synthetic, torch.compile (each side compiles after torch._dynamo.reset(); one repeat)" \
+step 110 "ResNet-50, synthetic, torch.compile (each side compiles after torch._dynamo.reset(); one repeat)" \
     "$PYTHON" benchmarks/gpu_precision.py --rows synthetic-compiled --repeats 1 "${QUICK[@]}"
-step 40 "Host-device synchronisations per training step (torch.cuda.set_sync_debug_mode)" \
+step 35 "Host-device synchronisations per training step (torch.cuda.set_sync_debug_mode)" \
     "$PYTHON" benchmarks/host_syncs.py "${SYNCS[@]}"
 step 40 "Segmentation: UNet and DeepLabV3-ResNet50 at 256 px, batch 8: run.py against the plain loop" \
-    "$PYTHON" benchmarks/segmentation.py --repeats 3 "${QUICK[@]}"
-step 35 "Style transfer: seconds per L-BFGS evaluation, float32, 128/256/512 px" \
+    "$PYTHON" benchmarks/segmentation.py --repeats 3 "${SEGMENTATION_MODELS[@]}" "${QUICK[@]}"
+step 30 "Style transfer: seconds per L-BFGS evaluation, float32, 128/256/512 px" \
     "$PYTHON" benchmarks/style_transfer.py --evaluations 100 --sizes 128 256 512 --repeats 1 "${QUICK[@]}"
 step 25 "Style transfer, precision=bf16-mixed" \
     "$PYTHON" benchmarks/style_transfer.py --evaluations 100 --sizes 128 256 512 --repeats 1 \
     --precision bf16-mixed "${QUICK[@]}"
-step 40 "Input pipeline: MIT67 loader against workers (1, 2, all cores); CPU against GPU JPEG decoding" \
+step 30 "Input pipeline: MIT67 loader against workers (1, 2, all cores); CPU against GPU JPEG decoding" \
     "$PYTHON" benchmarks/input_pipeline.py --workers-only --repeats 2 "${QUICK[@]}"
 
 echo

@@ -17,7 +17,8 @@ same cases train on the GPU and torch's own `torch.cuda.set_sync_debug_mode("war
   next batch fall inside the window (one step's start to the next's, within one epoch, after warm-up);
   then with the TQDM bar instead, and with the weights' EMA (`task.ema.decay`);
 - task=segment, per training step, with the training metrics on every batch, every 10th, or off
-  (`task.train_metrics_every_n_steps`; torchmetrics masks out the ignore index);
+  (`task.train_metrics_every_n_steps`; the metrics count the confusion with `scatter_add_`, where
+  torchmetrics' masking of the ignore index and `bincount` would wait);
 - task=style, per L-BFGS function evaluation: torch.optim.LBFGS against lightning_modules.lbfgs.LBFGS.
 """
 

@@ -135,8 +135,8 @@ class SupervisedTask(pl.LightningModule):
                 logger.experiment.add_text("test/inference", self.inference_description(), self.global_step)
 
     def _updates_train_metrics(self, batch_idx: int) -> bool:
-        # Metric updates cost host time at every step (and segmentation's torchmetrics updates mask
-        # out the ignore index, which waits for a GPU): sampling training batches saves both.
+        # Metric updates cost host time at every step (none waits for the device): sampling training
+        # batches saves it for runs whose steps are short.
         every = self.train_metrics_every_n_steps
         return every > 0 and batch_idx % every == 0
 
