@@ -15,27 +15,6 @@ if str(ROOT) not in sys.path:  # the scripts import run.py and the project's pac
     sys.path.insert(0, str(ROOT))
 
 
-def compose_config(overrides: list[str], output_dir: Path) -> Any:
-    """run.py's config for `overrides`, as Hydra would compose it, writing under `output_dir`."""
-    import os
-
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    os.environ.setdefault("PROJECT_ROOT", str(ROOT))  # as run.py does
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.data_dir = str(output_dir / "data")
-        del cfg.hydra
-    return cfg
-
-
 def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None,
                argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Arguments every benchmark takes: `--quick` (a smoke run: tiny sizes, one repeat) and `--repeats`."""

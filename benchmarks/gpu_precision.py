@@ -110,7 +110,7 @@ def base_overrides(args: argparse.Namespace, cuda: bool) -> list[str]:
 def measure(overrides: list[str], args: argparse.Namespace, work: Path,
             datamodule: Any = None) -> dict[str, float]:
     """Median images/s of both sides over `args.repeats` alternating measurements."""
-    from common import compose_config
+    from app.compose import compose_config
 
     runs = itertools.count()
 

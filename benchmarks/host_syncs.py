@@ -17,7 +17,7 @@ same cases train on the GPU and torch's own `torch.cuda.set_sync_debug_mode("war
   next batch fall inside the window (one step's start to the next's, within one epoch, after warm-up);
   then with the TQDM bar instead, and with the weights' EMA (`task.ema.decay`);
 - task=segment, per training step, with the training metrics on every batch, every 10th, or off
-  (`task.train_metrics_every_n_steps`; the metrics count the confusion with `scatter_add_`, where
+  (`task.train_metrics_every_n_batches`; the metrics count the confusion with `scatter_add_`, where
   torchmetrics' masking of the ignore index and `bincount` would wait);
 - task=style, per L-BFGS function evaluation: torch.optim.LBFGS against lightning_modules.lbfgs.LBFGS.
 """
@@ -55,9 +55,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def training_syncs_per_step(overrides: list[str], args: argparse.Namespace, work: Path) -> float:
     """Synchronisations per steady-state training step of run.py's Trainer for `overrides`."""
-    from common import compose_config
-
-    import run
+    from app import build as app_build
+    from app.compose import compose_config
 
     accelerator = "gpu" if args.device == "cuda" else "cpu"
     base = [*overrides, f"trainer.accelerator={accelerator}", "test=false", "print_config=none"]
@@ -68,7 +67,7 @@ def training_syncs_per_step(overrides: list[str], args: argparse.Namespace, work
     batches = len(datamodule.train_dataloader())
     steps = min(args.steps, batches - args.warmup - 1)
     cfg = compose_config([*base, f"trainer.max_steps={args.warmup + steps + 1}"], work / "run")
-    datamodule, module, trainer = run.build(cfg)
+    datamodule, module, trainer = app_build.build(cfg)
     counter = SyncCounter(explain=args.explain) if args.device == "cpu" else None
     counting = CountHostSyncs(args.warmup, steps, counter)
     trainer.callbacks.insert(0, counting)
@@ -95,7 +94,7 @@ def style_syncs_per_evaluation(optimizer: str, evaluations: int, size: int) -> f
 
     torch.manual_seed(0)
     module = StyleTransferModule(VGGFeatures(weights=None), style_lbfgs(optimizer),
-                                 ["relu4_2"], {"relu1_1": 0.5, "relu3_1": 0.5}, iterations=evaluations,
+                                 ["relu4_2"], {"relu1_1": 0.5, "relu3_1": 0.5}, evaluations=evaluations,
                                  progress_every=0)
     images = torch.rand(2, 1, 3, size, size, generator=torch.Generator().manual_seed(0))
     sample = {"name": "noise", "content": images[0], "styles": [images[1]], "style_names": ["noise"],
@@ -117,7 +116,7 @@ def training_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         segment = ["task=segment", "model.base_width=8", "data.image_size=64", "data.batch_size=4",
                    "data.train_scenes=128", "data.val_scenes=4", "data.test_scenes=4"]
         for label, every in SEGMENT.items():
-            overrides = [*segment, f"task.train_metrics_every_n_steps={every}"]
+            overrides = [*segment, f"task.train_metrics_every_n_batches={every}"]
             syncs = training_syncs_per_step(overrides, args, Path(tmp) / f"segment{every}")
             rows.append({"case": "task=segment, per training step", "variant": label, "syncs": syncs})
     return rows

@@ -3,7 +3,7 @@
     python benchmarks/inference.py [--quick] [--repeats 3] [--batch-sizes 1 32] [--cases ResNet-18 UNet]
 
 Cases: ResNet-18 at 224 px (classify) and UNet (conf/model/unet.yaml) at 256 px (segment), each
-built from run.py's config, exported by the project's exporters (lightning_modules.inference.export)
+built from run.py's config, exported by the project's exporters (app.exporters)
 and timed on the same random batches, interleaved. Also the checkpoint-to-first-prediction latency
 of one image: loading a run.py checkpoint and rebuilding its network (the predict path) against
 loading model.pt or model.onnx (imports excluded: all three run in this process).
@@ -75,9 +75,9 @@ def measure_case(name: str, overrides: list[str], side: int, batch_sizes: list[i
     """images/s of each backend per batch size, and checkpoint-to-first-prediction latency."""
     import torch
 
-    from lightning_modules.inference.export import MainLogits, export_onnx, export_torchscript
-    from lightning_modules.inference.pipeline import build_from_checkpoint, load_checkpoint
-    from lightning_modules.inference.runtime import ExportedModel
+    from app.exporters import MainLogits, export_onnx, export_torchscript
+    from app.predict import build_from_checkpoint, load_checkpoint
+    from app.runtime import ExportedModel
 
     config = run_config(overrides)
     checkpoint_path = write_checkpoint(config, folder)
@@ -88,8 +88,8 @@ def measure_case(name: str, overrides: list[str], side: int, batch_sizes: list[i
     segment = config["task_name"] == "segment"
     export_torchscript(eager, sample, folder / "model.pt")
     export_onnx(eager, sample, folder / "model.onnx", opset=18, dynamic_hw=segment)
-    backends = {"eager": eager, "torchscript": ExportedModel(folder / "model.pt", info={}),
-                "onnxruntime": ExportedModel(folder / "model.onnx", info={})}
+    backends = {"eager": eager, "torchscript": ExportedModel(folder / "model.pt"),
+                "onnxruntime": ExportedModel(folder / "model.onnx")}
     rows = []
     for batch_size in batch_sizes:
         images = torch.randn(batch_size, channels, side, side)
@@ -108,8 +108,8 @@ def measure_case(name: str, overrides: list[str], side: int, batch_sizes: list[i
     image = torch.randn(1, channels, side, side)
     loaders = {
         "eager": lambda: MainLogits(build_from_checkpoint(*load_checkpoint(str(checkpoint_path), []))[1].net),
-        "torchscript": lambda: ExportedModel(folder / "model.pt", info={}),
-        "onnxruntime": lambda: ExportedModel(folder / "model.onnx", info={}),
+        "torchscript": lambda: ExportedModel(folder / "model.pt"),
+        "onnxruntime": lambda: ExportedModel(folder / "model.onnx"),
     }
     latencies = {name: min(first_prediction_seconds(load, image) for _ in range(repeats))
                  for name, load in loaders.items()}

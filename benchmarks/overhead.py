@@ -42,7 +42,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def compose(overrides: list[str], output_dir: Path) -> Any:
     """run.py's config for `overrides` on the CPU, writing under `output_dir`."""
-    from common import compose_config
+    from app.compose import compose_config
 
     return compose_config(
         ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", *DISABLED, *overrides],
@@ -88,7 +88,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        from synthetic_data import write_cifar10
+        from datamodules.synthetic import write_cifar10
 
         write_cifar10(work / "data", per_batch=80 if args.quick else 600, n_test=20)
         for name, overrides in cases.items():

@@ -21,7 +21,7 @@ from benchmarks.training import framework_seconds_per_step, plain_seconds_per_st
 
 def compose(model: str, args, output_dir: Path):
     """run.py's config for a segmentation training run of `args.steps` steps of `model`."""
-    from common import compose_config
+    from app.compose import compose_config
 
     overrides = [
         "task=segment", "data=digit_scenes", f"model={model}", f"data.image_size={args.size}",

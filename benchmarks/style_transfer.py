@@ -45,7 +45,7 @@ def tutorial_loop(size: int, device: str):
     import torch.nn.functional as F
     from torch import nn
 
-    from lightning_modules.nets.vgg_features import load_vgg19_features, vgg_layer_names
+    from lightning_modules.nets.vgg_features import load_vgg_features, vgg_layer_names
 
     class ContentLoss(nn.Module):
         def __init__(self, target):
@@ -79,7 +79,7 @@ def tutorial_loop(size: int, device: str):
             return x
 
     torch.manual_seed(0)
-    cnn = load_vgg19_features(None).to(device).eval().requires_grad_(False)
+    cnn = load_vgg_features(None).to(device).eval().requires_grad_(False)
     mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(-1, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225], device=device).view(-1, 1, 1)
     content, style = images(size, device)
@@ -151,7 +151,7 @@ def framework(size: int, device: str, precision: str = "32"):
               "style_weights": torch.tensor([1.0])}
 
     def run(evaluations: int) -> tuple[list[float], Callable[[], float]]:
-        module.iterations = [evaluations]
+        module.evaluations = [evaluations]
         with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
             out = module.stylize(sample)
 

@@ -15,8 +15,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lightning_modules.optimization import split_group_options
-
 AUTOCAST = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
 
@@ -47,11 +45,11 @@ class StepTimer(pl.Callback):
 
 def framework_seconds_per_step(cfg: DictConfig, warmup: int, steps: int,
                                datamodule: pl.LightningDataModule | None = None) -> float:
-    """Seconds per step of run.py's Trainer for `cfg` (everything run.build makes), after `warmup` steps;
-    trained on `datamodule` instead of the config's when given."""
-    import run
+    """Seconds per step of run.py's Trainer for `cfg` (everything app.build.build makes), after `warmup`
+    steps; trained on `datamodule` instead of the config's when given."""
+    from app import build as app_build
 
-    built, module, trainer = run.build(cfg)
+    built, module, trainer = app_build.build(cfg)
     timer = StepTimer(warmup, steps)
     trainer.callbacks.append(timer)
     trainer.fit(module, datamodule=datamodule or built)
@@ -87,7 +85,7 @@ def plain_seconds_per_step(cfg: DictConfig, warmup: int, steps: int,
     net.train()
     loss_of = instantiate(cfg.task, net=net, optimizer=None).compute_loss  # the task's loss, nothing else
     model = torch.compile(net) if cfg.get("compile") else net
-    optimizer = split_group_options(instantiate(cfg.optimizer))[0](net.parameters())  # one group
+    optimizer = instantiate(cfg.optimizer)(net.parameters())  # one group
     dtype = AUTOCAST.get(str(cfg.trainer.get("precision", "32")))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     loader = datamodule.train_dataloader()

@@ -7,9 +7,10 @@ import pytorch_lightning as pl
 import torch
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from callbacks.confusion_matrix import ConfusionMatrixLogger
-from callbacks.tensorboard import class_names, tensorboard_writer
+from callbacks.figure_logging import class_names, tensorboard_writer
 
 SCORES = ("IoU", "Acc", "Dice")
 
@@ -98,7 +99,7 @@ def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) ->
     for column in columns:
         table.add_column(column, justify="left" if column == "class" else "right")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(Text, row))  # class names (folder names) printed as given, not as rich markup
     return table
 
 

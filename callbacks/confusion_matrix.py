@@ -11,7 +11,7 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from torchmetrics.classification import MulticlassConfusionMatrix  # noqa: E402
 
-from callbacks.tensorboard import class_names, image_loggers, log_figure  # noqa: E402
+from callbacks.figure_logging import class_names, image_loggers, log_figure  # noqa: E402
 
 
 def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:

@@ -1,37 +1,48 @@
-"""Optuna pruning inside a sweep job: report the monitored metric to the job's trial, stop hopeless ones.
+"""Optuna pruning inside a sweep job: report the monitored metric to the job's trial after each validation,
+and stop the job when the study's pruner finds the trial hopeless.
 
-hydra-optuna-sweeper does not hand the trial to the job, so the job finds it in the study's
-storage (the database of `hydra.sweeper.storage`): the running trial whose parameters are this
-job's overrides, written as the sweeper writes them (`key=value`). Each validation reports the
-monitored metric to it as an intermediate value; the pruner (compared with the other trials'
-values in the same storage) decides. optuna's own `PyTorchLightningPruningCallback` does the
-reporting and raises `optuna.TrialPruned`, which ends the job; `error.txt` records it and the
-sweep summary marks the job `pruned`. The sweeper (which can only tell a job complete or failed)
-records the trial as failed, with the user attribute `pruned_at_epoch` saying why.
+The Optuna sweeper (hydra_plugins/visionlab_optuna_sweeper) records on each trial which job runs it
+(`core.contracts.SweepJob`: its sweep folder and job number); the job finds its trial by it in the
+study's storage (`hydra.sweeper.storage`). Global rank 0 reports (every process holds the same synced
+metric) and every rank follows its decision. A pruned job sets the trial's user attribute
+`pruned_at_epoch` and raises `optuna.TrialPruned`: `error.txt` records it, the sweep summary marks the
+job `pruned`, and the sweeper tells the study the trial was PRUNED.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
 
 import optuna
 import pytorch_lightning as pl
-from optuna.integration import PyTorchLightningPruningCallback
 
+from core.contracts import PRUNED_AT_EPOCH, SweepJob
 from core.errors import ConfigError
 
 
-def find_trial(study: optuna.Study, overrides: Sequence[str]) -> optuna.trial.Trial:
-    """The running trial of `study` whose parameters, written `name=value`, are all in `overrides`."""
-    given = set(overrides)
+def find_trial(study: optuna.Study, job: SweepJob) -> optuna.trial.Trial:
+    """The running trial of `study` that the sweeper launched as `job`."""
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if all(f"{name}={value}" in given for name, value in trial.params.items()):
+        if SweepJob.of_trial(trial.user_attrs) == job:
             return optuna.trial.Trial(study, trial._trial_id)
     raise ConfigError(
-        f"hparams_search.pruning=true: no running trial of study {study.study_name!r} has this job's "
-        f"parameters ({' '.join(overrides)}). Pruning works inside an Optuna sweep "
-        "(hparams_search=..._optuna) whose study the jobs can read (hydra.sweeper.storage)."
+        f"hparams_search.pruning=true: no running trial of study {study.study_name!r} was launched as job "
+        f"{job.job_num} of {job.sweep_dir}. Pruning works inside an Optuna search "
+        "(hparams_search=..._optuna), whose sweeper records each trial's job in the study's database "
+        "(hydra.sweeper.storage)."
     )
+
+
+def this_job() -> SweepJob:
+    """This Hydra job as the sweeper recorded it on its trial; a ConfigError outside a sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.MULTIRUN:
+        raise ConfigError("hparams_search.pruning=true prunes the trials of an Optuna search (a multirun), "
+                          "and this is a single run: use it with hparams_search=..._optuna.")
+    return SweepJob(str(hydra.sweep.dir), int(hydra.job.num))
 
 
 class OptunaPruning(pl.Callback):
@@ -45,27 +56,33 @@ class OptunaPruning(pl.Callback):
         self.study_name = study_name
         self.pruner = pruner
         self.trial: optuna.trial.Trial | None = None
-        self.reporter: PyTorchLightningPruningCallback | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if not self.enabled or stage != "fit" or self.reporter is not None:
+        if not self.enabled or stage != "fit" or self.trial is not None:
             return
         if not self.storage:
             raise ConfigError(
                 "hparams_search.pruning=true needs the study in a database that the jobs can read: "
                 "add hydra.sweeper.storage=sqlite:///optuna.db (any SQLAlchemy URL)."
             )
-        from hydra.core.hydra_config import HydraConfig
-
-        study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=self.pruner)
-        self.trial = find_trial(study, HydraConfig.get().overrides.task)
-        self.reporter = PyTorchLightningPruningCallback(self.trial, monitor=self.monitor)
+        if trainer.is_global_zero:
+            study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=self.pruner)
+            self.trial = find_trial(study, this_job())
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.reporter is None or trainer.sanity_checking:  # every DDP rank reports the same synced value
+        if not self.enabled or trainer.sanity_checking:
             return
-        try:
-            self.reporter.on_validation_end(trainer, pl_module)
-        except optuna.TrialPruned:
-            self.trial.set_user_attr("pruned_at_epoch", trainer.current_epoch)
-            raise
+        epoch, value = trainer.current_epoch, trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            logged = ", ".join(sorted(trainer.callback_metrics))
+            raise ConfigError(f"hparams_search.pruning=true reports monitor.metric={self.monitor}, which "
+                              f"this run does not log: choose one of {logged}.")
+        prune = False
+        if self.trial is not None:
+            self.trial.report(float(value), step=epoch)
+            prune = self.trial.should_prune() or not math.isfinite(float(value))
+        if trainer.strategy.broadcast(prune):
+            if self.trial is not None:
+                self.trial.set_user_attr(PRUNED_AT_EPOCH, epoch)
+            raise optuna.TrialPruned(f"Trial pruned at epoch {epoch}: {self.monitor}={float(value):.4g} "
+                                     "trails the other trials' at this epoch.")

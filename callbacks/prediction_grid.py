@@ -6,7 +6,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from callbacks.tensorboard import ValidationSampleFigure, class_names, log_figure, subplot_grid  # noqa: E402
+from callbacks.figure_logging import ValidationSampleFigure, class_names, log_figure  # noqa: E402
+from core.figures import subplot_grid  # noqa: E402
 
 
 class PredictionGrid(ValidationSampleFigure):

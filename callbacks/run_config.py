@@ -6,8 +6,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-CHECKPOINT_KEY = "visionlab_config"
-CLASSES_KEY = "visionlab_classes"
+from core.contracts import CHECKPOINT_KEY, CLASSES_KEY
 
 
 class RunConfigInCheckpoint(pl.Callback):

@@ -1,4 +1,5 @@
-"""A checkpoint where a SIGTERM stopped training (a scheduler's time limit, `kill`), and how to resume."""
+"""A checkpoint where SIGTERM (a scheduler's time limit, `kill`) or a first Ctrl-C stopped training, and
+how to resume."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 
 class CheckpointOnSIGTERM(pl.Callback):
-    """Saves `<checkpoints>/stopped.ckpt` where SIGTERM stopped fitting and prints the resume command.
+    """Saves `<checkpoints>/stopped.ckpt` where SIGTERM (or a first Ctrl-C, which the application turns
+    into the same stop) stopped fitting and prints the resume command.
 
     Lightning stops at the end of the batch in progress when it receives SIGTERM; without this the
     steps since the last end-of-epoch checkpoint would be lost. The file is not named `last*`, so
@@ -20,6 +22,8 @@ class CheckpointOnSIGTERM(pl.Callback):
     mid-epoch checkpoint, repeats an uninterrupted run exactly). `resume_command` is the command line
     that resumes the run, without its `ckpt_path`.
     """
+
+    stopped_by = "SIGTERM"  # the application sets "Ctrl-C (SIGINT)" when a first Ctrl-C asks for the stop
 
     def __init__(self, checkpoint_dir: str | Path, resume_command: str) -> None:
         self.path = Path(checkpoint_dir) / "stopped.ckpt"
@@ -32,6 +36,7 @@ class CheckpointOnSIGTERM(pl.Callback):
             return
         trainer.save_checkpoint(self.path)
         if trainer.is_global_zero:
-            print(f"Stopped by SIGTERM at epoch {trainer.current_epoch}, step {trainer.global_step}; saved "
-                  f"{self.path}. Resume with:\n  {self.resume_command} "
-                  f"ckpt_path={shlex.quote(str(self.path))}", file=sys.stderr, flush=True)
+            where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
+            resume = f"{self.resume_command} ckpt_path={shlex.quote(str(self.path))}"
+            print(f"Stopped by {self.stopped_by} at {where}; saved {self.path}. Resume with:\n  {resume}",
+                  file=sys.stderr, flush=True)

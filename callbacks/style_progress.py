@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import make_grid
 
-from callbacks.tensorboard import log_image, tensorboard_writer
+from callbacks.figure_logging import log_image, tensorboard_writer
 
 
 def progress_strip(snapshots: list[torch.Tensor], result: torch.Tensor) -> torch.Tensor:

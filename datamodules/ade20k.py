@@ -4,13 +4,14 @@ shifted down by one, as MMSegmentation's `reduce_zero_label`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
 from core.errors import DataError
-from datamodules.segmentation import Pairs, SegmentationDataModule
+from datamodules.base import FilesUnderRoot
+from datamodules.image_files import report_ignored
+from datamodules.segmentation import Pairs, SegmentationDataModule, visible_pairs
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 # The 150 classes of ADE20K's objectInfo150 and their colours (the CSAIL scene-parsing palette), in the
@@ -67,8 +68,9 @@ def reduce_zero_label_map(ignore_index: int = 255) -> torch.Tensor:
     return table
 
 
-def read_ade20k_split(ade_dir: Path, split: str) -> Pairs:
-    """(images/<split>/*.jpg, annotations/<split>/*.png) pairs of `training` or `validation`."""
+def read_ade20k_split(ade_dir: Path, split: str) -> tuple[Pairs, int]:
+    """(images/<split>/*.jpg, annotations/<split>/*.png) pairs of `training` or `validation`, but for clutter
+    (hidden or macOS metadata files); and how many were left out as clutter."""
     images = ade_dir / "images" / split
     if not images.is_dir():
         raise DataError(
@@ -77,20 +79,17 @@ def read_ade20k_split(ade_dir: Path, split: str) -> Pairs:
             "ADEChallengeData2016.zip of the MIT Scene Parsing benchmark): set data.root to the folder "
             "that holds ADEChallengeData2016/."
         )
-    return [(image, ade_dir / "annotations" / split / f"{image.stem}.png")
-            for image in sorted(images.glob("*.jpg"))]
+    pairs = [(image, ade_dir / "annotations" / split / f"{image.stem}.png")
+             for image in sorted(images.glob("*.jpg"))]
+    return visible_pairs(pairs, ade_dir)
 
 
-class ADE20KDataModule(SegmentationDataModule):
+class ADE20KDataModule(FilesUnderRoot, SegmentationDataModule):
     """`<root>/ADEChallengeData2016`: trains on `training`, validates and tests on `validation`."""
 
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
     palette = ADE20K_PALETTE
-
-    def __init__(self, root: str, **options: Any) -> None:
-        super().__init__(**options)
-        self.root = Path(root).expanduser()
 
     def allowed_mask_values(self) -> list[int]:
         return list(range(len(ADE20K_CLASSES) + 1))
@@ -98,6 +97,7 @@ class ADE20KDataModule(SegmentationDataModule):
     def build_datasets(self) -> dict[str, Dataset]:
         ade_dir = self.root / "ADEChallengeData2016"
         self.classes = list(ADE20K_CLASSES)
-        val = read_ade20k_split(ade_dir, SPLITS["val"])
-        pairs = {"train": read_ade20k_split(ade_dir, SPLITS["train"]), "val": val, "test": val}
+        (train, ignored), (val, more) = (read_ade20k_split(ade_dir, SPLITS[key]) for key in ("train", "val"))
+        report_ignored(ignored + more, ade_dir)
+        pairs = {"train": train, "val": val, "test": val}
         return self.file_datasets(pairs, reduce_zero_label_map(self.ignore_index))

@@ -1,4 +1,5 @@
-"""What every datamodule shares: splits, loaders and the class-count check."""
+"""What every datamodule shares: splits, loaders and the class-count check; the dataset root (and
+download) of those read from files."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from core.contracts import Preprocessing
 from core.errors import ConfigError, DataError, MissingDataError
 from datamodules.augment import Augment, Geometry
 
@@ -104,6 +106,72 @@ def loader_workers(num_workers: int | str, local_processes: int = 1) -> int:
         raise ConfigError(f"data.num_workers={num_workers!r}: give a number of loader processes (0: load "
                           "in the training process) or data.num_workers=auto (the CPUs available, less one).")
     return num_workers
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
+
+def batches_per_process(samples: int, batch_size: int, world_size: int, split: str, drop_last: bool) -> int:
+    """The fewest batches any process runs of a split of `samples` images.
+
+    Training shards are padded to equal size (Lightning's DistributedSampler); evaluation shards are
+    not (every sample is scored once), so the last processes may hold one sample fewer.
+    """
+    if split == "train":
+        per_process = math.ceil(samples / world_size)
+        return per_process // batch_size if drop_last else math.ceil(per_process / batch_size)
+    return math.ceil(samples // world_size / batch_size)
+
+
+def smallest_working_fraction(batches: int) -> float:
+    """The smallest fraction, in thousandths, of `batches` batches that still selects one."""
+    fraction = math.ceil(1000 / batches) / 1000
+    while int(batches * fraction) < 1:  # float rounding
+        fraction += 0.001
+    return round(fraction, 3)
+
+
+def check_batch_limits(trainer: pl.Trainer | None, batches: dict[str, int], batch_size: int) -> None:
+    """Refuse a fractional `trainer.limit_<split>_batches` that selects no batch of a split on some process.
+
+    Lightning would stop at the start of that loop, after a traceback; `batches` is each split's
+    fewest batches per process (`batches_per_process`).
+    """
+    if trainer is None:
+        return
+    for split, count in batches.items():
+        limit = getattr(trainer, f"limit_{split}_batches", 1.0)
+        if not isinstance(limit, float) or limit <= 0 or count == 0 or int(count * limit) >= 1:
+            continue
+        key = f"trainer.limit_{split}_batches"
+        processes = (f"each of the {trainer.world_size} processes runs as few as"
+                     if trainer.world_size > 1 else "the run has")
+        raise ConfigError(
+            f"{key}={limit} selects no {SPLIT_NAMES[split]} batch: {processes} {count} {SPLIT_NAMES[split]} "
+            f"batch(es) of {batch_size} images, and {limit} x {count} < 1. Set {key}="
+            f"{smallest_working_fraction(count)} or more (a fraction), or a number of batches: {key}=1."
+        )
+
+
+class FilesUnderRoot:
+    """Mixed into the datamodules of datasets read from files under `data.root` (`~` expanded) before
+    their base class. `data.download=true` fetches the files there first (`fetch`, in `prepare_data`) for
+    the datasets that have a download; the others refuse it."""
+
+    def __init__(self, root: str, download: bool = False, **options: Any) -> None:
+        super().__init__(**options)
+        self.root = Path(root).expanduser()
+        self.download = download
+        if download and type(self).fetch is FilesUnderRoot.fetch:
+            raise ConfigError(f"data.download=true: {type(self).__name__} has no download. Put the dataset "
+                              f"under data.root ({self.root}) as its data config describes, and drop "
+                              "data.download.")
+
+    def prepare_data(self) -> None:
+        if self.download:
+            self.fetch()
+
+    def fetch(self) -> None:
+        """Download the dataset into `root` (`data.download=true`; once, on one process per node)."""
+        raise NotImplementedError
 
 
 class VisionDataModule(pl.LightningDataModule):
@@ -149,7 +217,8 @@ class VisionDataModule(pl.LightningDataModule):
             self.check_splits()
 
     def check_splits(self) -> None:
-        """Refuse an empty split, and a training set that drop_last would leave without one batch."""
+        """Refuse an empty split, a training set that drop_last would leave without one batch, and a
+        fractional `trainer.limit_*_batches` that selects no batch of a split on some process."""
         assert self.datasets is not None
         for split, dataset in self.datasets.items():
             if len(dataset) == 0:
@@ -157,6 +226,13 @@ class VisionDataModule(pl.LightningDataModule):
                                 "data.root and the data keys that size the splits (data.val_fraction, "
                                 "data.val_size, data.<split>_scenes).")
         world_size = self.trainer.world_size if self.trainer is not None else 1
+        for split in ("val", "test"):
+            if split in self.datasets and len(self.datasets[split]) < world_size:
+                raise DataError(
+                    f"The {split} split has {len(self.datasets[split])} image(s) for {world_size} processes: "
+                    "each process scores its own share of it and needs at least one. Use fewer processes "
+                    "(trainer.devices) or a larger split."
+                )
         per_process = math.ceil(len(self.datasets["train"]) / world_size)
         if self.drop_last and per_process < self.batch_size:
             raise DataError(
@@ -165,25 +241,28 @@ class VisionDataModule(pl.LightningDataModule):
                 f"{len(self.datasets['train'])}, less than one batch, so nothing would train. Set "
                 f"data.batch_size={per_process} or less, or data.drop_last=false."
             )
+        check_batch_limits(self.trainer, {
+            split: batches_per_process(len(dataset), self.batch_size, world_size, split, self.drop_last)
+            for split, dataset in self.datasets.items()
+        }, self.batch_size)
 
     def check_num_classes(self) -> None:
         """Fail clearly when the configured class count disagrees with the data."""
         if len(self.classes) != self.num_classes:
-            shown = ", ".join(self.classes[:8]) + (", ..." if len(self.classes) > 8 else "")
+            names = ", ".join(self.classes[:8]) + (", ..." if len(self.classes) > 8 else "")
             raise DataError(
                 f"data.num_classes={self.num_classes} but the {type(self).__name__} data has "
-                f"{len(self.classes)} classes ({shown}). Set data.num_classes={len(self.classes)}."
+                f"{len(self.classes)} classes ({names}). Set data.num_classes={len(self.classes)}."
             )
 
-    def inference_preprocessing(self) -> dict[str, Any]:
-        """How a new image becomes a network input (colour mode, resize, crop, mean, std), as JSON values.
+    def inference_preprocessing(self) -> Preprocessing:
+        """How a new image becomes a network input (colour mode, resize, crop, mean, std).
 
         `datamodules.transforms.preprocessing_transform` turns it into the transform; exported
         models carry it in their `model.json`. Default: resize to the training size, normalise.
         """
-        return {"mode": "L" if self.channels == 1 else "RGB", "resize": [self.image_size, self.image_size],
-                "center_crop": None, "mean": list(self.mean[: self.channels]),
-                "std": list(self.std[: self.channels])}
+        return Preprocessing(mode="L" if self.channels == 1 else "RGB", mean=self.mean[: self.channels],
+                             std=self.std[: self.channels], resize=(self.image_size, self.image_size))
 
     def collate_fn(self, split: str) -> Callable | None:
         """How a split's samples become a batch; None: PyTorch's default stacking."""
@@ -250,18 +329,15 @@ class ClassificationDataModule(VisionDataModule):
         return stratified_split(labels, held_out, self.split_seed, key, self.classes)
 
 
-class TorchvisionDataModule(ClassificationDataModule):
+class TorchvisionDataModule(FilesUnderRoot, ClassificationDataModule):
     """A torchvision dataset with official train/test splits; validation is held out of train."""
 
     layout: str  # where the files must be, for the error message when they are not
 
     def __init__(
-        self, root: str, download: bool = False, val_size: int = 5000, augment: Augment | None = None,
-        **options: Any,
+        self, root: str, val_size: int = 5000, augment: Augment | None = None, **options: Any
     ) -> None:
-        super().__init__(**options)
-        self.root = Path(root).expanduser()
-        self.download = download
+        super().__init__(root, **options)
         self.val_size = val_size
         self.augment = augment or Augment()
 
@@ -282,10 +358,9 @@ class TorchvisionDataModule(ClassificationDataModule):
         """Deterministic transform for validation and test images."""
         return self.augment.eval_transform(self.geometry(), self.mean, self.std)
 
-    def prepare_data(self) -> None:
-        if self.download:
-            self.make_dataset(train=True, transform=None, download=True)
-            self.make_dataset(train=False, transform=None, download=True)
+    def fetch(self) -> None:
+        self.make_dataset(train=True, transform=None, download=True)
+        self.make_dataset(train=False, transform=None, download=True)
 
     def build_datasets(self) -> dict[str, Dataset]:
         try:

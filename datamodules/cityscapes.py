@@ -10,7 +10,9 @@ from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes
 
 from core.errors import DataError
-from datamodules.segmentation import Pairs, SegmentationDataModule
+from datamodules.base import FilesUnderRoot
+from datamodules.image_files import report_ignored
+from datamodules.segmentation import Pairs, SegmentationDataModule, visible_pairs
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 TRAIN_CLASSES = sorted((c for c in Cityscapes.classes if 0 <= c.train_id < 255), key=lambda c: c.train_id)
@@ -27,8 +29,9 @@ def train_id_map(ignore_index: int = 255) -> torch.Tensor:
     return table
 
 
-def read_cityscapes_split(root: Path, split: str, mode: str = "fine") -> Pairs:
-    """(leftImg8bit PNG, labelIds PNG) pairs of a split, as torchvision's `Cityscapes` lists them."""
+def read_cityscapes_split(root: Path, split: str, mode: str = "fine") -> tuple[Pairs, int]:
+    """(leftImg8bit PNG, labelIds PNG) pairs of a split, as torchvision's `Cityscapes` lists them, but for
+    clutter (hidden or macOS metadata files); and how many were left out as clutter."""
     try:
         dataset = Cityscapes(str(root), split=split, mode=mode, target_type="semantic")
     except RuntimeError as err:  # torchvision: "Dataset not found or incomplete"
@@ -39,11 +42,12 @@ def read_cityscapes_split(root: Path, split: str, mode: str = "fine") -> Pairs:
             f"leftImg8bit_trainvaltest.zip and {folder} zip files there, which are extracted). "
             "Set data.root to the folder holding leftImg8bit/ and gtFine/."
         ) from err
-    return sorted((Path(image), Path(targets[0])) for image, targets in zip(dataset.images, dataset.targets,
-                                                                            strict=True))
+    pairs = sorted((Path(image), Path(targets[0]))
+                   for image, targets in zip(dataset.images, dataset.targets, strict=True))
+    return visible_pairs(pairs, root)
 
 
-class CityscapesDataModule(SegmentationDataModule):
+class CityscapesDataModule(FilesUnderRoot, SegmentationDataModule):
     """`<root>/{leftImg8bit,gtFine}`: trains on `train` (plus `train_extra` with coarse labels when
     `use_coarse`), validates and tests on `val` (the test split's labels are withheld)."""
 
@@ -52,8 +56,7 @@ class CityscapesDataModule(SegmentationDataModule):
     palette = CITYSCAPES_PALETTE
 
     def __init__(self, root: str, use_coarse: bool = False, **options: Any) -> None:
-        super().__init__(**options)
-        self.root = Path(root).expanduser()
+        super().__init__(root, **options)
         self.use_coarse = use_coarse
 
     def allowed_mask_values(self) -> list[int]:
@@ -61,8 +64,10 @@ class CityscapesDataModule(SegmentationDataModule):
 
     def build_datasets(self) -> dict[str, Dataset]:
         self.classes = list(CITYSCAPES_CLASSES)
-        train = read_cityscapes_split(self.root, "train")
+        train, ignored = read_cityscapes_split(self.root, "train")
         if self.use_coarse:
-            train += read_cityscapes_split(self.root, "train_extra", mode="coarse")
-        val = read_cityscapes_split(self.root, "val")
+            extra, more = read_cityscapes_split(self.root, "train_extra", mode="coarse")
+            train, ignored = train + extra, ignored + more
+        val, more = read_cityscapes_split(self.root, "val")
+        report_ignored(ignored + more, self.root)
         return self.file_datasets({"train": train, "val": val, "test": val}, train_id_map(self.ignore_index))

@@ -83,6 +83,9 @@ class DigitScenesDataModule(SegmentationDataModule):
         if channels != 1:
             raise ConfigError("The digit scenes are grayscale: set data.channels=1.")
         super().__init__(num_classes, channels, image_size, hflip=hflip, **options)
+        if self.rotation:
+            raise ConfigError("data.rotation does not apply to the digit scenes, which are generated upright "
+                              "without a transform: remove it (data.cutmix_alpha does apply).")
         self.digit_sizes = (int(digit_sizes[0]), int(digit_sizes[1]))
         if not 8 <= self.digit_sizes[0] <= self.digit_sizes[1] <= image_size:
             raise ConfigError(f"data.digit_sizes={list(digit_sizes)} must lie within [8, data.image_size].")

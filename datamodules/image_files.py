@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -12,8 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as TF
 
@@ -98,7 +101,8 @@ def upright(image: Image.Image) -> Image.Image:
 
 
 def read_image(
-    path: str | Path, mode: str = "RGB", min_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: str | Path | bytes, mode: str = "RGB", min_size: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> torch.Tensor:
     """Decode `path` into a uint8 CxHxW tensor in `mode` ("RGB" or "L"), upright (EXIF orientation).
 
@@ -106,15 +110,18 @@ def read_image(
     images, a PNG named .jpg). With `min_size`, large JPEGs are decoded directly at a reduced scale
     whose shorter side is still at least `min_size` pixels, which is much faster than decoding in
     full. Other RGB or grayscale JPEGs go straight to a tensor through torchvision.io, faster than
-    Pillow. Images of more than `max_pixels` pixels raise ImageTooLargeError.
+    Pillow. Images of more than `max_pixels` pixels raise ImageTooLargeError. `path` may also be the
+    file's bytes (an upload).
     """
-    with opened_image(path, max_pixels) as image:
+    with opened_image(io.BytesIO(path) if isinstance(path, bytes) else path, max_pixels) as image:
         if image.format == "JPEG" and image.mode in ("RGB", "L") and mode in ("RGB", "L"):
             if min_size is not None and min(image.size) >= 2 * min_size:
                 image.draft(mode, (min_size, min_size))
             else:
                 read_mode = ImageReadMode.RGB if mode == "RGB" else ImageReadMode.GRAY
-                return decode_jpeg(read_file(str(path)), mode=read_mode, apply_exif_orientation=True)
+                data = (torch.frombuffer(bytearray(path), dtype=torch.uint8) if isinstance(path, bytes)
+                        else read_file(str(path)))
+                return decode_jpeg(data, mode=read_mode, apply_exif_orientation=True)
         return TF.pil_to_tensor(to_8_bits(upright(image)).convert(mode))
 
 
@@ -150,10 +157,10 @@ def scan_images(
     return sizes, problems
 
 
-def listing(lines: Sequence[str], shown: int = 10) -> str:
-    """Up to `shown` lines, indented, with a count of the others."""
-    rest = len(lines) - shown
-    return "\n".join(f"  {line}" for line in lines[:shown]) + (f"\n  ... and {rest} more" if rest > 0 else "")
+def listing(lines: Sequence[str], limit: int = 10) -> str:
+    """Up to `limit` lines, indented, with a count of the others."""
+    rest = len(lines) - limit
+    return "\n".join(f"  {line}" for line in lines[:limit]) + (f"\n  ... and {rest} more" if rest > 0 else "")
 
 
 def drop_unreadable(
@@ -170,6 +177,33 @@ def drop_unreadable(
         raise UnreadableImageError(f"{report}\n{SKIP_HINT}")
     rank_zero_warn(f"Skipping {report}\n(data.skip_bad_images=true)")
     return {split: [s for s in samples if s[0] not in problems] for split, samples in splits.items()}
+
+
+def output_names(paths: Sequence[str | Path]) -> list[str]:
+    """Each input's name for the files made from it: its path relative to the inputs' common folder with
+    its extension (`sub/photo.jpg`), so that `photo.jpg` and `photo.png`, or `a/x.png` and `b/x.png`, never
+    share an output; see `distinct` for inputs listed twice."""
+    absolute = [Path(os.path.abspath(Path(path).expanduser())) for path in paths]
+    if not absolute:
+        return []
+    root = Path(os.path.commonpath([path.parent for path in absolute]))
+    return distinct([path.relative_to(root).as_posix() for path in absolute])
+
+
+def distinct(names: Sequence[str]) -> list[str]:
+    """`names`, each repeat given `~2`, `~3`, ...; names that differ only in case count as repeats, since
+    their files would overwrite each other on a case-insensitive disk (macOS, Windows, exFAT)."""
+    taken = {name.casefold() for name in names}
+    seen: set[str] = set()
+    result = []
+    for name in names:
+        candidate, count = name, 1
+        while candidate.casefold() in seen or (candidate != name and candidate.casefold() in taken):
+            count += 1
+            candidate = f"{name}~{count}"
+        seen.add(candidate.casefold())
+        result.append(candidate)
+    return result
 
 
 class ImageFileDataset(Dataset):
@@ -211,6 +245,37 @@ class ImageFileDataset(Dataset):
     def read(self, path: Path) -> Any:
         """One sample's image as the transform takes it: here decoded (`read_image`)."""
         return read_image(path, self.mode, self.min_size, self.max_pixels)
+
+
+def is_clutter(name: str) -> bool:
+    """Whether a file or folder name is left beside the data by an operating system or tool, not data:
+    hidden names (`.DS_Store`, macOS's AppleDouble `._<name>.jpg`, `.ipynb_checkpoints/`) and
+    `__MACOSX/` (what a zip made on a Mac unpacks beside the files)."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def visible_image_files(folder: Path, extensions: tuple[str, ...] = IMG_EXTENSIONS) -> tuple[list[Path], int]:
+    """The image files under `folder` (recursively, links followed, in torchvision's ImageFolder order)
+    that are not clutter (`is_clutter`, on any part of their path below `folder`), and how many image
+    files were left out as clutter."""
+    found, ignored = [], 0
+    for directory, _, names in sorted(os.walk(folder, followlinks=True)):
+        hidden = any(is_clutter(part) for part in Path(directory).relative_to(folder).parts)
+        for name in sorted(names):
+            if not name.lower().endswith(extensions):
+                continue
+            if hidden or is_clutter(name):
+                ignored += 1
+            else:
+                found.append(Path(directory) / name)
+    return found, ignored
+
+
+def report_ignored(ignored: int, where: Path | str) -> None:
+    """One info line saying how many image files were ignored as clutter under `where`."""
+    if ignored:
+        rank_zero_info(f"Ignored {ignored} image file(s) under {where} that are hidden or macOS metadata "
+                       "(names starting with '.', such as AppleDouble ._<name> files, or inside __MACOSX/).")
 
 
 def check_files_exist(samples: Sequence[tuple[Path, int]], listed_in: str) -> None:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from core.contracts import Preprocessing
 from core.errors import DataError, MissingDataError
 from datamodules.augment import Augment, Geometry, resize_and_crop
-from datamodules.base import ClassificationDataModule
+from datamodules.base import ClassificationDataModule, FilesUnderRoot
 from datamodules.gpu_decode import (
     EncodedBatch,
     EncodedImageFiles,
@@ -20,13 +23,20 @@ from datamodules.gpu_decode import (
     collate_encoded,
     decode_on_device,
 )
-from datamodules.image_files import DEFAULT_MAX_PIXELS, ImageFileDataset, drop_unreadable
+from datamodules.image_files import (
+    DEFAULT_MAX_PIXELS,
+    ImageFileDataset,
+    drop_unreadable,
+    is_clutter,
+    report_ignored,
+    visible_image_files,
+)
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 Samples = list[tuple[Path, int]]
 
 
-class ImageFolderDataModule(ClassificationDataModule):
+class ImageFolderDataModule(FilesUnderRoot, ClassificationDataModule):
     """`train/` is required; `val/` and `test/` are optional (split from train, or val reused)."""
 
     mean = IMAGENET_MEAN
@@ -43,11 +53,10 @@ class ImageFolderDataModule(ClassificationDataModule):
         decode: str = "cpu",
         **options: Any,
     ) -> None:
-        super().__init__(**options)
+        super().__init__(root, **options)
         check_decoder(decode)
         self.decode = decode
         self.device_transforms: dict[str, Callable] = {}  # data.decode=gpu: each split's, run on the device
-        self.root = Path(root).expanduser()
         self.resize_size = resize_size
         self.val_fraction = val_fraction
         self.skip_bad_images = skip_bad_images
@@ -71,10 +80,10 @@ class ImageFolderDataModule(ClassificationDataModule):
         train_crop, eval_resize, eval_crop = self.augment.crop_sizes(self.image_size, self.resize_size)
         return max(self.resize_size, eval_resize or 0, train_crop, eval_crop)
 
-    def inference_preprocessing(self) -> dict[str, Any]:
+    def inference_preprocessing(self) -> Preprocessing:
         """Evaluation's resize of the shorter side and centre crop."""
         resize_crop = {"resize": self.resize_size, "center_crop": self.image_size}
-        return {**super().inference_preprocessing(), **resize_crop}
+        return replace(super().inference_preprocessing(), **resize_crop)
 
     def find_samples(self) -> dict[str, Samples]:
         """The (path, label) samples of each split present on disk; sets `self.classes`."""
@@ -84,27 +93,46 @@ class ImageFolderDataModule(ClassificationDataModule):
                 f"No training folder {train_dir}. An image folder dataset needs "
                 "<root>/train/<class>/<image> (and optionally val/ and test/ alike): set data.root."
             )
-        self.classes, class_to_idx = find_classes(train_dir)
-        splits = {}
+        self.classes = sorted(entry.name for entry in os.scandir(train_dir)
+                              if entry.is_dir() and not is_clutter(entry.name))
+        splits, ignored = {}, 0
         for split in ("train", "val", "test"):
             if (self.root / split).is_dir():
-                try:
-                    found = make_dataset(self.root / split, class_to_idx, IMG_EXTENSIONS,
-                                         allow_empty=split != "train")
-                except FileNotFoundError as err:  # a class folder of train/ without images
-                    raise DataError(
-                        f"{err}\nEvery folder in {train_dir} is a class and needs at least one image: "
-                        "add images to the empty class folder(s), or delete them and adjust data.num_classes."
-                    ) from err
-                if not found:
-                    instead = " to hold out data.val_fraction of train/ instead" if split == "val" else ""
-                    raise DataError(
-                        f"The {split} folder {self.root / split} holds no images "
-                        f"({', '.join(IMG_EXTENSIONS)}) in class folders <class>/<image>. Put the "
-                        f"{split} images there, or delete the folder{instead}."
-                    )
-                splits[split] = [(Path(path), label) for path, label in found]
+                splits[split], left_out = self.split_samples(self.root / split, split == "train")
+                ignored += left_out
+        report_ignored(ignored, self.root)
         return splits
+
+    def split_samples(self, split_dir: Path, required: bool) -> tuple[Samples, int]:
+        """The (path, label) samples of one split folder, class folder by class folder (as torchvision's
+        ImageFolder orders them), and how many image files were ignored as clutter (`is_clutter`)."""
+        samples, ignored, empty = [], 0, []
+        for label, name in enumerate(self.classes):
+            class_dir = split_dir / name
+            files, left_out = visible_image_files(class_dir) if class_dir.is_dir() else ([], 0)
+            samples += [(path, label) for path in files]
+            ignored += left_out
+            empty += [] if files else [name]
+        for entry in os.scandir(split_dir):  # clutter beside the class folders (e.g. __MACOSX/, ._cat)
+            if is_clutter(entry.name) and entry.is_dir():
+                files, left_out = visible_image_files(Path(entry.path))
+                ignored += len(files) + left_out
+            elif is_clutter(entry.name):
+                ignored += entry.name.lower().endswith(IMG_EXTENSIONS)
+        if required and empty:
+            raise DataError(
+                f"Found no image ({', '.join(IMG_EXTENSIONS)}) in the class folder(s) {', '.join(empty)} of "
+                f"{split_dir}.\nEvery folder in {split_dir} is a class and needs at least one image: add "
+                "images to the empty class folder(s), or delete them and adjust data.num_classes."
+            )
+        if not samples:
+            instead = " to hold out data.val_fraction of train/ instead" if split_dir.name == "val" else ""
+            raise DataError(
+                f"The {split_dir.name} folder {split_dir} holds no images ({', '.join(IMG_EXTENSIONS)}) in "
+                f"class folders <class>/<image>. Put the {split_dir.name} images there, or delete the "
+                f"folder{instead}."
+            )
+        return samples, ignored
 
     def build_datasets(self) -> dict[str, Dataset]:
         samples = drop_unreadable(self.find_samples(), self.skip_bad_images, self.max_image_pixels)

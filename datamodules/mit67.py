@@ -7,7 +7,7 @@ from pathlib import Path
 from torchvision.datasets.utils import download_and_extract_archive, download_url
 
 from core.errors import DataError, MissingDataError
-from datamodules.image_files import check_files_exist
+from datamodules.image_files import check_files_exist, is_clutter
 from datamodules.image_folder import ImageFolderDataModule, Samples
 
 IMAGES_URL = "http://groups.csail.mit.edu/vision/LabelMe/NewImages/indoorCVPR_09.tar"
@@ -41,13 +41,7 @@ def read_image_list(list_file: Path, images_dir: Path, class_to_idx: dict[str, i
 class MIT67DataModule(ImageFolderDataModule):
     """`<root>/Images/<class>/<file>` with `TrainImages.txt` and `TestImages.txt` beside it."""
 
-    def __init__(self, root: str, download: bool = False, **options: object) -> None:
-        super().__init__(root, **options)
-        self.download = download
-
-    def prepare_data(self) -> None:
-        if not self.download:
-            return
+    def fetch(self) -> None:
         if not (self.root / "Images").is_dir():
             download_and_extract_archive(IMAGES_URL, download_root=str(self.root))
         for name, url in LIST_URLS.items():
@@ -64,7 +58,7 @@ class MIT67DataModule(ImageFolderDataModule):
                 f"beside Images/ (from {IMAGES_URL} and web.mit.edu/torralba/www/). Set "
                 "data.root to your copy, or data.download=true to download it there."
             )
-        self.classes = sorted(d.name for d in images_dir.iterdir() if d.is_dir())
+        self.classes = sorted(d.name for d in images_dir.iterdir() if d.is_dir() and not is_clutter(d.name))
         class_to_idx = {name: i for i, name in enumerate(self.classes)}
         splits = {}
         for split, list_name in (("train", "TrainImages.txt"), ("test", "TestImages.txt")):

@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets import OxfordIIITPet
 
 from core.errors import MissingDataError
+from datamodules.base import FilesUnderRoot
 from datamodules.segmentation import Pairs, SegmentationDataModule, held_out_split
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -38,7 +39,7 @@ def read_pets_split(pets_dir: Path, list_name: str) -> Pairs:
             for name in names]
 
 
-class PetsDataModule(SegmentationDataModule):
+class PetsDataModule(FilesUnderRoot, SegmentationDataModule):
     """`<root>/oxford-iiit-pet`: trains on `trainval` less a seeded validation part, tests on `test`."""
 
     mean = IMAGENET_MEAN
@@ -47,20 +48,16 @@ class PetsDataModule(SegmentationDataModule):
     def __init__(
         self,
         root: str,
-        download: bool = False,
         border_as_class: bool = False,
         val_fraction: float = 0.1,
         **options: Any,
     ) -> None:
-        super().__init__(**options)
-        self.root = Path(root).expanduser()
-        self.download = download
+        super().__init__(root, **options)
         self.border_as_class = border_as_class
         self.val_fraction = val_fraction
 
-    def prepare_data(self) -> None:
-        if self.download:
-            OxfordIIITPet(str(self.root), split="trainval", target_types="segmentation", download=True)
+    def fetch(self) -> None:
+        OxfordIIITPet(str(self.root), split="trainval", target_types="segmentation", download=True)
 
     def allowed_mask_values(self) -> list[int]:
         return [FOREGROUND, BACKGROUND, BORDER]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,18 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from core.contracts import Preprocessing
 from core.errors import ConfigError, DataError, MissingDataError
 from datamodules.base import VisionDataModule
-from datamodules.image_files import DEFAULT_MAX_PIXELS, UnreadableImageError, listing, read_image, scan_images
-from datamodules.transforms import segmentation_eval, segmentation_train
+from datamodules.image_files import (
+    DEFAULT_MAX_PIXELS,
+    UnreadableImageError,
+    is_clutter,
+    listing,
+    read_image,
+    scan_images,
+)
+from datamodules.transforms import segmentation_cutmix, segmentation_eval, segmentation_train
 
 Pairs = list[tuple[Path, Path]]
 MASK_MODES = ("P", "L", "I", "I;16", "1")  # single-channel modes whose values are class indices
@@ -169,6 +178,20 @@ def pad_collate(
     return torch.stack(images), torch.stack(masks)
 
 
+def visible_pairs(pairs: Pairs, root: Path) -> tuple[Pairs, int]:
+    """The pairs whose image is not clutter below `root` (`is_clutter`: hidden or macOS metadata files and
+    folders, such as AppleDouble `._<name>.jpg` beside every image), and how many were left out."""
+    kept = [pair for pair in pairs if not any(is_clutter(part) for part in pair[0].relative_to(root).parts)]
+    return kept, len(pairs) - len(kept)
+
+
+def cutmix_collate(
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_index: int, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`pad_collate`, then `segmentation_cutmix` of the batch's image/mask pairs."""
+    return segmentation_cutmix(*pad_collate(batch, ignore_index), alpha)
+
+
 def held_out_split(pairs: Pairs, fraction: float, seed: int) -> dict[str, Pairs]:
     """`train` and `val` pairs, holding out `fraction` of them (at least one) chosen by `seed`."""
     if fraction <= 0:
@@ -189,6 +212,8 @@ class SegmentationDataModule(VisionDataModule):
     `image_size` is the training crop; `base_size` the side that `scale_range` multiplies;
     `photometric_distortion` jitters training images' colours after the joint geometry.
     `cat_max_ratio` < 1 re-draws crops where one class has more than that share of the pixels.
+    `rotation` (degrees) rotates training images and masks together; `cutmix_alpha` > 0 pastes a box of
+    the next image and mask of each training batch into each (CutMix, the box's area ~ Beta(alpha, alpha)).
     `palette` (one RGB triple per class) colours the overlays; None: Pascal VOC's colour map.
     """
 
@@ -207,9 +232,16 @@ class SegmentationDataModule(VisionDataModule):
         check_masks: bool = True,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         photometric_distortion: bool = False,
+        rotation: float = 0.0,
+        cutmix_alpha: float = 0.0,
         **options: Any,
     ) -> None:
         super().__init__(num_classes, channels, image_size, **options)
+        if rotation < 0 or cutmix_alpha < 0:
+            raise ConfigError(f"data.rotation={rotation}, data.cutmix_alpha={cutmix_alpha}: give degrees "
+                              ">= 0 and an alpha >= 0 (0 turns each off).")
+        self.rotation = rotation
+        self.cutmix_alpha = cutmix_alpha
         self.max_image_pixels = max_image_pixels
         self.photometric_distortion = photometric_distortion
         if not 0.0 < cat_max_ratio <= 1.0:
@@ -226,17 +258,19 @@ class SegmentationDataModule(VisionDataModule):
         mean, std = self.mean[: self.channels], self.std[: self.channels]
         return segmentation_train(self.image_size, self.base_size, mean, std, self.scale_range,
                                   self.hflip, self.ignore_index, cat_max_ratio=self.cat_max_ratio,
-                                  photometric_distortion=self.photometric_distortion)
+                                  photometric_distortion=self.photometric_distortion, rotation=self.rotation)
 
     def eval_transform(self) -> Callable:
         """Normalisation only: evaluation is at full resolution."""
         return segmentation_eval(self.mean[: self.channels], self.std[: self.channels])
 
-    def inference_preprocessing(self) -> dict[str, Any]:
+    def inference_preprocessing(self) -> Preprocessing:
         """Full resolution, as evaluation: normalisation only."""
-        return {**super().inference_preprocessing(), "resize": None}
+        return replace(super().inference_preprocessing(), resize=None)
 
     def collate_fn(self, split: str) -> Callable:
+        if split == "train" and self.cutmix_alpha > 0:
+            return partial(cutmix_collate, ignore_index=self.ignore_index, alpha=self.cutmix_alpha)
         return partial(pad_collate, ignore_index=self.ignore_index)
 
     def allowed_mask_values(self) -> list[int]:

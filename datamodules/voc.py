@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets import VOCSegmentation
 
 from core.errors import MissingDataError
+from datamodules.base import FilesUnderRoot
 from datamodules.segmentation import Pairs, SegmentationDataModule, held_out_split
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -33,7 +34,7 @@ def read_voc_split(voc_dir: Path, split: str) -> Pairs:
             for name in names]
 
 
-class VOCDataModule(SegmentationDataModule):
+class VOCDataModule(FilesUnderRoot, SegmentationDataModule):
     """`<root>/VOCdevkit/VOC2012`: trains on `train_split` less a seeded validation part, tests on `val`."""
 
     mean = IMAGENET_MEAN
@@ -42,22 +43,18 @@ class VOCDataModule(SegmentationDataModule):
     def __init__(
         self,
         root: str,
-        download: bool = False,
         train_split: str = "train",
         test_split: str = "val",
         val_fraction: float = 0.1,
         **options: Any,
     ) -> None:
-        super().__init__(**options)
-        self.root = Path(root).expanduser()
-        self.download = download
+        super().__init__(root, **options)
         self.train_split = train_split
         self.test_split = test_split
         self.val_fraction = val_fraction
 
-    def prepare_data(self) -> None:
-        if self.download:
-            VOCSegmentation(str(self.root), year="2012", image_set="trainval", download=True)
+    def fetch(self) -> None:
+        VOCSegmentation(str(self.root), year="2012", image_set="trainval", download=True)
 
     def build_datasets(self) -> dict[str, Dataset]:
         voc_dir = self.root / "VOCdevkit" / "VOC2012"

@@ -15,11 +15,13 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
-from callbacks.ema import ExponentialMovingAverage
-from callbacks.finetuning import BackboneFinetuning
 from core.errors import ConfigError
-from lightning_modules.inference.modes import classify_logits
+from lightning_modules.distillation import distill_options
+from lightning_modules.ema import ExponentialMovingAverage
+from lightning_modules.finetuning import BackboneFinetuning
+from lightning_modules.inference import classify_logits
 from lightning_modules.metrics import BalancedAccuracy
+from lightning_modules.optimization import ParamGroups
 from lightning_modules.supervised import SupervisedTask
 
 
@@ -34,18 +36,21 @@ class ClassificationModule(SupervisedTask):
         scheduler: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
         compile: bool = False,
-        train_metrics_every_n_steps: int = 1,
+        train_metrics_every_n_batches: int = 1,
+        param_groups: ParamGroups | None = None,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
         mix_switch_prob: float = 0.5,
         ema: dict[str, Any] | None = None,
         unfreeze_backbone_at_epoch: int | None = None,
         tta: Mapping[str, Any] | None = None,
+        distill: Mapping[str, Any] | None = None,
     ) -> None:
         ema = dict(ema or {})  # a plain dict in the checkpoint's hyperparameters, not a DictConfig
-        super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_steps)
+        distill = distill_options(distill)
+        super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_batches, param_groups)
         tta = dict(tta or {})  # a plain dict, which checkpoints store safely
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "param_groups"])
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
         self.mix = batch_mixing(num_classes, mixup_alpha, cutmix_alpha, mix_switch_prob)

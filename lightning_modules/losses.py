@@ -17,7 +17,11 @@ from core.errors import ConfigError
 
 
 class CrossEntropy(nn.Module):
-    """torch's cross-entropy: mean over non-ignored pixels, each weighted by its true class's weight."""
+    """torch's cross-entropy: mean over non-ignored pixels, each weighted by its true class's weight.
+
+    A batch whose every pixel is ignored (a crop of void, a rotated-in corner) gives 0, as in
+    MMSegmentation, not torch's 0/0 = NaN; computed without reading anything back to the host.
+    """
 
     def __init__(self, ignore_index: int, class_weights: torch.Tensor | None = None,
                  label_smoothing: float = 0.0) -> None:
@@ -27,8 +31,15 @@ class CrossEntropy(nn.Module):
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index,
-                               label_smoothing=self.label_smoothing)
+        pixel_losses = F.cross_entropy(logits, target, weight=self.class_weights, reduction="none",
+                                       ignore_index=self.ignore_index, label_smoothing=self.label_smoothing)
+        labelled = target != self.ignore_index
+        if self.class_weights is None:
+            total_weight = labelled.sum()
+        else:
+            total_weight = (self.class_weights[torch.where(labelled, target, 0)] * labelled).sum()
+        # torch's mean is 0/0 when no pixel has weight (all ignored, or classes weighted 0): here it is 0
+        return pixel_losses.sum() / torch.where(total_weight > 0, total_weight, 1).to(pixel_losses.dtype)
 
 
 class OhemCrossEntropy(CrossEntropy):
@@ -115,6 +126,34 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
 CLASS_WEIGHTED = ("ce", "ohem_ce", "dice", "jaccard", "tversky", "focal")
 
 
+class ZeroWithoutLabels(nn.Module):
+    """`loss` on a batch (`per_image`: on each image, then averaged over the images) that has a labelled
+    pixel; 0 with a zero gradient on one that has none, as in MMSegmentation, whose losses divide by the
+    count of labelled pixels plus an epsilon. Without this, a crop that is all `ignore_index` (common on
+    Cityscapes and ADE20K) would give 0/0 and stop training as if it had diverged.
+
+    The loss is computed on a stand-in target (class 0 everywhere) and multiplied by 0, so that neither
+    its value nor its gradient holds NaN, without asking the device whether the batch had a label.
+    """
+
+    def __init__(self, loss: nn.Module, ignore_index: int, per_image: bool = False) -> None:
+        super().__init__()
+        self.loss = loss
+        self.ignore_index = ignore_index
+        self.per_image = per_image
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.per_image:
+            return torch.stack([self.labelled_only(logits[i:i + 1], target[i:i + 1])
+                                for i in range(len(target))]).mean()
+        return self.labelled_only(logits, target)
+
+    def labelled_only(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        labelled = (target != self.ignore_index).any()
+        stand_in = torch.where(labelled, target, torch.zeros_like(target))
+        return self.loss(logits, stand_in) * labelled
+
+
 class SegmentationLoss(nn.Module):
     """Weighted sum of named losses, e.g. `{"ce": 1.0, "dice": 0.5}`; see `LOSSES` for the names.
 
@@ -145,11 +184,13 @@ class SegmentationLoss(nn.Module):
 
 def _build(name: str, ignore_index: int, class_weights: torch.Tensor | None,
            options: dict[str, Any]) -> nn.Module:
+    per_image = bool(options.pop("per_image", False)) if name == "lovasz" else False
     try:
-        return LOSSES[name](ignore_index, class_weights, **options)
+        loss = LOSSES[name](ignore_index, class_weights, **options)
     except TypeError as err:
         raise ConfigError(f"task.loss_options.{name}: {err}. The options are the keyword arguments of "
                           f"that loss.") from err
+    return ZeroWithoutLabels(loss, ignore_index, per_image)
 
 
 def check_loss_weights(losses: Mapping[str, float]) -> None:

@@ -7,6 +7,7 @@ import inspect
 import math
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from torch import nn
@@ -38,23 +39,26 @@ def warmup_cosine(
     return LambdaLR(optimizer, factor)
 
 
-# Keys of the optimizer config that shape the parameter groups instead of reaching the optimizer,
-# with the values that leave the parameters in one plain group.
-GROUP_OPTIONS = {"norm_weight_decay": None, "bias_weight_decay": None, "backbone_lr_mult": 1.0}
+@dataclass(frozen=True)
+class ParamGroups:
+    """How the optimizer groups a network's parameters: the `param_groups` config node, beside the plain
+    torch arguments of `optimizer` (as timm's `create_optimizer_v2` takes its grouping options beside the
+    optimizer's). The defaults leave every parameter in one plain group."""
+
+    norm_weight_decay: float | None = None  # weight decay of normalisation layers (None: the optimizer's)
+    bias_weight_decay: float | None = None  # weight decay of biases (None: the optimizer's)
+    backbone_lr_mult: float = 1.0  # learning rate of a pretrained backbone relative to the new head
+
+    def changed(self) -> dict[str, Any]:
+        """The options that differ from one plain group, by name."""
+        plain = asdict(ParamGroups())
+        return {key: value for key, value in asdict(self).items() if value != plain[key]}
+
+
 # Keys of the scheduler config that add a warm-up in front of any scheduler.
 WARMUP_OPTIONS = ("warmup_epochs", "warmup_steps", "warmup_method", "warmup_decay")
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
                nn.modules.instancenorm._InstanceNorm)
-
-
-def split_group_options(make_optimizer: Callable[..., Optimizer]) -> tuple[Callable[..., Optimizer], dict]:
-    """The optimizer partial without `GROUP_OPTIONS`, and those options that differ from one plain group."""
-    keywords = dict(getattr(make_optimizer, "keywords", {}))
-    if not any(key in keywords for key in GROUP_OPTIONS):
-        return make_optimizer, {}
-    options = {key: keywords.pop(key) for key in GROUP_OPTIONS if key in keywords}
-    stripped = functools.partial(make_optimizer.func, *make_optimizer.args, **keywords)
-    return stripped, {key: value for key, value in options.items() if value != GROUP_OPTIONS[key]}
 
 
 def parameter_groups(
@@ -77,9 +81,9 @@ def parameter_groups(
     """
     if backbone_lr_mult != 1.0 and head_prefix is None:
         raise ConfigError(
-            f"optimizer.backbone_lr_mult={backbone_lr_mult} needs a network with a pretrained backbone "
+            f"param_groups.backbone_lr_mult={backbone_lr_mult} needs a network with a pretrained backbone "
             "and a new head (model=torchvision or its short configs such as resnet50); this network "
-            "has no head to tell apart. Set optimizer.backbone_lr_mult=1."
+            "has no head to tell apart. Set param_groups.backbone_lr_mult=1."
         )
     groups: dict[tuple[str, str], list[nn.Parameter]] = {}
     for module_name, submodule in module.named_modules():
@@ -127,11 +131,12 @@ def configure_optimization(
     steps_per_epoch: int | None = None,
     head_prefix: str | None = None,
     include_frozen: bool = False,
+    param_groups: ParamGroups | None = None,
 ) -> dict[str, Any]:
     """Build the Lightning `configure_optimizers` answer from partial optimizer/scheduler configs.
 
-    `parameters`: a module (whose named parameters `GROUP_OPTIONS` in `optimizer` can group, see
-    `parameter_groups`) or plain parameters (one group). `include_frozen`: optimize frozen
+    `parameters`: a module (whose named parameters `param_groups` can group, see `parameter_groups`)
+    or plain parameters (one group). `include_frozen`: optimize frozen
     parameters too, for a backbone that is unfrozen during training. `scheduler` is the
     `scheduler` config group: `{scheduler: partial, interval, monitor, warmup_*, ...}`. Schedulers
     that take `total_steps` (one-cycle, warm-up cosine, poly) get it from the trainer, less the warm-up.
@@ -140,13 +145,16 @@ def configure_optimization(
     every = list(module.parameters() if module else parameters)
     if not any(p.requires_grad for p in every):
         raise ConfigError("The network has no trainable parameters: is the whole model frozen?")
-    make_optimizer, group_options = split_group_options(optimizer)
-    if group_options and module is not None:
-        lr = getattr(make_optimizer, "keywords", {}).get("lr", _default_lr(make_optimizer))
-        opt = make_optimizer(parameter_groups(module, lr, head_prefix=head_prefix,
-                                              include_frozen=include_frozen, **group_options))
+    grouping = (param_groups or ParamGroups()).changed()
+    if grouping and module is None:
+        raise ConfigError(f"param_groups ({grouping}) group a network's parameters by their layers; "
+                          "these parameters belong to no network. Leave param_groups at its defaults.")
+    if grouping:
+        lr = getattr(optimizer, "keywords", {}).get("lr", _default_lr(optimizer))
+        opt = optimizer(parameter_groups(module, lr, head_prefix=head_prefix,
+                                         include_frozen=include_frozen, **grouping))
     else:
-        opt = make_optimizer([p for p in every if p.requires_grad or include_frozen])
+        opt = optimizer([p for p in every if p.requires_grad or include_frozen])
     if not scheduler or scheduler.get("scheduler") is None:
         return {"optimizer": opt}
     settings = {key: value for key, value in scheduler.items() if key not in WARMUP_OPTIONS}
@@ -173,7 +181,7 @@ def configure_optimization(
 def max_lr_per_group(make_scheduler: Callable[..., Any], optimizer: Optimizer) -> Callable[..., Any]:
     """A one-cycle partial with a `max_lr` for each group: a null `max_lr` peaks at each group's own lr
     (the optimizer's, which the LR finder may have set); a number is scaled for each group as its lr is
-    (backbone_lr_mult).
+    (`param_groups.backbone_lr_mult`).
 
     OneCycleLR sets every group's lr from `max_lr`, so one value would undo the groups' own rates.
     """
@@ -235,3 +243,8 @@ def _with_total_steps(make_scheduler: Callable[..., Any], total_steps: int) -> C
             "or trainer.max_steps to a finite value."
         )
     return lambda opt: make_scheduler(opt, total_steps=int(total_steps))
+
+
+def inverse_time(optimizer: Optimizer, decay: float = 5e-5) -> LambdaLR:
+    """Inverse-time decay per step: lr / (1 + `decay` x step) (pytorch-AdaIN's schedule)."""
+    return LambdaLR(optimizer, lambda step: 1.0 / (1.0 + decay * step))

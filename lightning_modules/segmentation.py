@@ -10,10 +10,13 @@ from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MetricCollection
 
+from core.contracts import SegmentationInference
 from core.errors import ConfigError
-from lightning_modules.inference.modes import segment_logits
+from lightning_modules.distillation import distill_options
+from lightning_modules.inference import segment_logits
 from lightning_modules.losses import SegmentationLoss
 from lightning_modules.metrics import Accuracy, F1Score, JaccardIndex
+from lightning_modules.optimization import ParamGroups
 from lightning_modules.supervised import SupervisedTask
 
 Output = torch.Tensor | Mapping[str, torch.Tensor]
@@ -43,34 +46,31 @@ class SegmentationModule(SupervisedTask):
         class_weights: Sequence[float] | None = None,
         aux_weight: float = 0.5,
         compile: bool = False,
-        train_metrics_every_n_steps: int = 1,
+        train_metrics_every_n_batches: int = 1,
+        param_groups: ParamGroups | None = None,
         inference: str = "whole",
         crop_size: int | None = None,
         stride: int | None = None,
         tta: Mapping[str, Any] | None = None,
+        distill: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_steps)
-        tta = {"flip": bool((tta or {}).get("flip", False)),
-               "scales": [float(s) for s in (tta or {}).get("scales", None) or [1.0]]}
-        if inference not in ("whole", "slide"):
-            raise ConfigError(f"task.inference={inference!r}: use whole or slide.")
-        if inference == "slide" and not crop_size:
-            raise ConfigError("task.inference=slide needs task.crop_size (pixels).")
-        if crop_size and not stride:
-            stride = max(1, crop_size * 2 // 3)
+        super().__init__(net, optimizer, scheduler, compile, train_metrics_every_n_batches, param_groups)
+        self.inference = SegmentationInference.from_task(
+            {"inference": inference, "crop_size": crop_size, "stride": stride, "tta": tta})
+        stride, tta = self.inference.stride, self.inference.task_options()["tta"]
+        distill = distill_options(distill)  # a plain dict in the checkpoint's hyperparameters
         # plain containers, which checkpoints can store and load safely
         losses = {str(name): float(weight) for name, weight in (losses or {"ce": 1.0}).items()}
         loss_options = {str(name): dict(options or {}) for name, options in (loss_options or {}).items()}
         if class_weights is not None:
             class_weights = [float(w) for w in class_weights]
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "param_groups"])
         if class_weights is not None and len(class_weights) != num_classes:
             raise ConfigError(f"task.class_weights has {len(class_weights)} entries for "
                              f"{num_classes} classes: give one weight per class.")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.aux_weight = aux_weight
-        self.inference_options = {"inference": inference, "crop_size": crop_size, "stride": stride, **tta}
         self.loss = SegmentationLoss(losses, ignore_index, class_weights, loss_options)
         self.setup_metrics()
 
@@ -100,18 +100,10 @@ class SegmentationModule(SupervisedTask):
 
     def inference_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of `task.inference` (whole or slide), averaged over `task.tta` flips and scales."""
-        return segment_logits(lambda batch: main_logits(self(batch)), x, **self.inference_options)
+        return segment_logits(lambda batch: main_logits(self(batch)), x, **self.inference.logits_options())
 
     def inference_description(self) -> str:
-        options = self.inference_options
-        words = options["inference"]
-        if words == "slide":
-            words += f" (crop {options['crop_size']}, stride {options['stride']})"
-        if options["flip"]:
-            words += " + flip"
-        if options["scales"] != [1.0]:
-            words += f" + scales {options['scales']}"
-        return words
+        return self.inference.describe()
 
     def compute_loss(self, output: Output, target: torch.Tensor) -> torch.Tensor:
         loss = self.loss(main_logits(output), target)
@@ -119,6 +111,13 @@ class SegmentationModule(SupervisedTask):
         if aux is not None and self.aux_weight:
             loss = loss + self.aux_weight * self.loss(aux, target)
         return loss
+
+    def logits(self, output: Output) -> torch.Tensor:
+        return main_logits(output)
+
+    def distill_mask(self, target: torch.Tensor) -> torch.Tensor:
+        """Pixels that count: every one but `ignore_index`'s."""
+        return target != self.ignore_index
 
     def predictions(self, output: Output) -> torch.Tensor:
         """The predicted class of every pixel."""

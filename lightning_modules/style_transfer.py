@@ -17,16 +17,15 @@ from torch.optim import Optimizer
 from torchvision.utils import save_image
 
 from core.errors import ConfigError
-from datamodules.style_images import load_source
+from datamodules.style_images import MIN_SIZE, load_source
+from datamodules.transforms import resize_longer_side
 from lightning_modules.nets.vgg_features import VGGFeatures
-from lightning_modules.optimization import split_group_options
+from lightning_modules.optimization import ParamGroups
 from lightning_modules.style_losses import (
+    LossWeights,
     coarse_to_fine_sizes,
-    content_loss,
     gram_matrix,
-    resize_longer_side,
-    style_loss,
-    total_variation,
+    perceptual_losses,
     transfer_luminance,
 )
 
@@ -58,16 +57,27 @@ def is_lbfgs(make_optimizer: Callable[..., Optimizer]) -> bool:
 
 
 def refuse_lbfgs_stopping_options(make_optimizer: Callable[..., Optimizer]) -> None:
-    """Refuse L-BFGS stopping options: task=style sets them to run exactly `task.iterations` evaluations."""
+    """Refuse L-BFGS stopping options: task=style sets them to run exactly `task.evaluations` evaluations."""
     if not is_lbfgs(make_optimizer):
         return
     given = [f"optimizer.{key}={value}" for key, value in getattr(make_optimizer, "keywords", {}).items()
              if key in LBFGS_STOPPING_OPTIONS and value is not None]
     if given:
         raise ConfigError(
-            f"{', '.join(given)} does not apply to task=style: L-BFGS runs exactly task.iterations loss "
-            "evaluations per scale, without stopping early. Set the budget with task.iterations (one "
+            f"{', '.join(given)} does not apply to task=style: L-BFGS runs exactly task.evaluations loss "
+            "evaluations per scale, without stopping early. Set the budget with task.evaluations (one "
             "number, or one per scale) and remove the optimizer option."
+        )
+
+
+def refuse_param_groups(param_groups: ParamGroups | None) -> None:
+    """Refuse parameter grouping options: task=style optimises one tensor, the image, in one group."""
+    grouping = (param_groups or ParamGroups()).changed()
+    if grouping:
+        given = ", ".join(f"param_groups.{key}={value}" for key, value in grouping.items())
+        raise ConfigError(
+            f"{given} does not apply to task=style: the optimised parameter is the image, one tensor in "
+            "one group, with no normalisation layers, biases or backbone. Remove the param_groups option."
         )
 
 
@@ -85,30 +95,35 @@ class StyleTransferModule(pl.LightningModule):
         tv_weight: float = 1.0,
         init: str = "content",
         num_scales: int = 1,
-        iterations: int | list[int] = 300,
+        evaluations: int | list[int] = 300,
         preserve_colors: bool = False,
         progress_every: int = 25,
         seed: int = 0,
         output_dir: str = "stylized",
+        min_size: int = MIN_SIZE,
         scheduler: dict[str, Any] | None = None,
+        param_groups: ParamGroups | None = None,
         compile: bool = False,
     ) -> None:
         super().__init__()
         quiet_design_warnings()
         if scheduler:
             raise ConfigError("task=style does not use a learning-rate schedule: set scheduler=none.")
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        refuse_param_groups(param_groups)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "param_groups"])
         self.automatic_optimization = False
         net.capture([*content_layers, *style_layers])
         self.net = torch.compile(net) if compile else net
-        self.optimizer = split_group_options(optimizer)[0]  # one tensor, the image: no parameter groups
+        self.optimizer = optimizer
         refuse_lbfgs_stopping_options(self.optimizer)
         self.content_layers = list(content_layers)
         self.style_layers = dict(style_layers)
-        self.weights = {"content": content_weight, "style": style_weight, "tv": tv_weight}
-        self.iterations = [iterations] * num_scales if isinstance(iterations, int) else list(iterations)
-        if len(self.iterations) != num_scales:
-            raise ConfigError(f"task.iterations needs one count per scale ({num_scales}), got {iterations}.")
+        self.weights = LossWeights(content_weight, style_weight, tv_weight)
+        self.min_size = min_size  # the coarsest scale's smallest side
+        self.evaluations = [evaluations] * num_scales if isinstance(evaluations, int) else list(evaluations)
+        if len(self.evaluations) != num_scales:
+            raise ConfigError(f"task.evaluations needs one count per scale ({num_scales}), "
+                              f"got {evaluations}.")
         self.num_scales = num_scales
         self.init = init
         self.preserve_colors = preserve_colors
@@ -118,13 +133,8 @@ class StyleTransferModule(pl.LightningModule):
 
     def losses(self, image: torch.Tensor, targets: Targets) -> dict[str, torch.Tensor]:
         """Weighted content, style and total-variation losses of `image`, and their sum."""
-        features = self.net(image)
-        content = sum(content_loss(features[k], t) for k, t in targets.content.items())
-        style = sum(w * style_loss(features[k], targets.grams[k]) for k, w in self.style_layers.items())
-        tv = total_variation(image)
-        total = (self.weights["content"] * content + self.weights["style"] * style
-                 + self.weights["tv"] * tv)
-        return {"content": content, "style": style, "tv": tv, "total": total}
+        return perceptual_losses(image, self.net(image), targets.content, targets.grams, self.style_layers,
+                                 self.weights)
 
     @torch.no_grad()
     def targets(self, content: torch.Tensor, styles: list[torch.Tensor], blend: torch.Tensor) -> Targets:
@@ -159,15 +169,15 @@ class StyleTransferModule(pl.LightningModule):
         content = sample["content"]
         styles = sample["styles"]
         sizes = coarse_to_fine_sizes(max(content.shape[-2:]), self.num_scales)
-        if sizes[0] < 32:
+        if sizes[0] < self.min_size:
             raise ConfigError(
-                f"The coarsest scale would be {sizes[0]} pixels; VGG needs 32. Lower "
-                "task.num_scales or raise data.image_size."
+                f"The coarsest scale would be {sizes[0]} pixels; VGG needs {self.min_size} (data.min_size). "
+                "Lower task.num_scales or raise data.image_size."
             )
         history: list[dict[str, float]] = []
         snapshots: list[tuple[int, torch.Tensor]] = []
         image = None
-        for size, evaluations in zip(sizes, self.iterations, strict=True):
+        for size, evaluations in zip(sizes, self.evaluations, strict=True):
             content_s = resize_longer_side(content, size)
             final_side = max(content.shape[-2:])
             styles_s = [resize_longer_side(s, round(max(s.shape[-2:]) * size / final_side)) for s in styles]
@@ -220,12 +230,16 @@ class StyleTransferModule(pl.LightningModule):
                       "The other images go on.", name, err)
             return {"name": name, "failed": str(err)}
         file_name = f"{name}__{'+'.join(sample['style_names'])}.png"
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / file_name).parent.mkdir(parents=True, exist_ok=True)
         save_image(out["result"], self.output_dir / file_name)
         final = out["history"][-1]
         for key, value in final.items():
             self.log(f"train/{key}_loss", value, on_step=False, on_epoch=True, batch_size=1)
         return {"name": name, "file": str(self.output_dir / file_name), **out}
+
+    def written_folders(self) -> dict[str, Path]:
+        """What this task writes besides checkpoints and logs, for the run's closing summary."""
+        return {"stylized images": self.output_dir}
 
     def configure_optimizers(self) -> None:
         """Each image gets its own optimizer in `stylize`; Lightning manages none."""

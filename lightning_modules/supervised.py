@@ -13,10 +13,13 @@ from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MetricCollection
 
+from core.contracts import PRUNED_KEY
 from core.errors import ConfigError
-from lightning_modules.inference.inputs import predict_batch
+from lightning_modules.distillation import Distillation
+from lightning_modules.inference import predict_batch
 from lightning_modules.metrics import SampleMean
-from lightning_modules.optimization import configure_optimization
+from lightning_modules.optimization import ParamGroups, configure_optimization
+from lightning_modules.pruning import layer_shapes, reshape_to
 from lightning_modules.step_loss import StepLossReporter
 
 STAGES = ("train", "val", "test")
@@ -31,21 +34,25 @@ class SupervisedTask(pl.LightningModule):
         optimizer: Callable[..., Optimizer],
         scheduler: dict[str, Any] | None = None,
         compile: bool = False,
-        train_metrics_every_n_steps: int = 1,
+        train_metrics_every_n_batches: int = 1,
+        param_groups: ParamGroups | None = None,
     ) -> None:
         super().__init__()
-        if train_metrics_every_n_steps < 0:
-            raise ConfigError(f"task.train_metrics_every_n_steps={train_metrics_every_n_steps}: use 1 "
+        if train_metrics_every_n_batches < 0:
+            raise ConfigError(f"task.train_metrics_every_n_batches={train_metrics_every_n_batches}: use 1 "
                              "(every training batch), N > 1 (every N-th batch) or 0 (none).")
         self.net = torch.compile(net) if compile else net
         self.optimizer = optimizer
         # The optimizer is built with `lr`, so that Lightning's LearningRateFinder can set it.
         self.lr: float | None = optimizer.keywords.get("lr") if isinstance(optimizer, partial) else None
         self.scheduler = scheduler
-        self.train_metrics_every_n_steps = train_metrics_every_n_steps
+        self.param_groups = param_groups
+        self.train_metrics_every_n_batches = train_metrics_every_n_batches
         self._metrics_logged: set[str] = set()  # stages whose metric objects are logged this epoch
         self._step_loss = StepLossReporter()
         self._counted_batch: tuple[int, int] | None = None
+        self.distillation: Distillation | None = None  # set by attach_teacher (task.distill.teacher)
+        self.pruning: dict[str, Any] | None = None  # how the network was pruned, when it was
 
     def make_metrics(self) -> MetricCollection:
         """The metrics of one stage; each stage gets its own instance."""
@@ -71,6 +78,45 @@ class SupervisedTask(pl.LightningModule):
         """The target that the metrics compare predictions with (the loss may take another form)."""
         return target
 
+    def logits(self, output: Any) -> torch.Tensor:
+        """The logits in a network's output (segmentation networks may return a dict)."""
+        return output
+
+    def distill_mask(self, target: torch.Tensor) -> torch.Tensor | None:
+        """Where distillation counts (segmentation: pixels that are not ignored); None: everywhere."""
+        return None
+
+    def attach_teacher(self, distillation: Distillation) -> None:
+        """Train with a frozen teacher's softened logits as a second target (`task.distill`)."""
+        self.distillation = distillation
+
+    def training_loss(self, x: torch.Tensor, output: Any, y: torch.Tensor) -> torch.Tensor:
+        """The task loss, mixed with the teacher's distillation loss when there is a teacher."""
+        loss = self.compute_loss(output, y)
+        if self.distillation is None:
+            return loss
+        return self.distillation.loss(loss, x, self.logits(output), self.logits, self.distill_mask(y))
+
+    def mark_pruned(self, how: dict[str, Any]) -> None:
+        """Record that `net` was pruned (`how`: ratio, method, ...): checkpoints then store its shapes."""
+        self.pruning = dict(how)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.pruning is not None:
+            checkpoint[PRUNED_KEY] = {**self.pruning, "shapes": layer_shapes(self.net)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A pruned network's checkpoint: give `net` its pruned shapes before the weights are loaded."""
+        pruned = checkpoint.get(PRUNED_KEY)
+        if pruned is not None:
+            reshape_to(getattr(self.net, "_orig_mod", self.net), pruned["shapes"])
+            self.mark_pruned({k: v for k, v in pruned.items() if k != "shapes"})
+
+    def on_fit_start(self) -> None:
+        if self.distillation is not None:
+            self.distillation.to(self.device)
+            self.distillation.check_classes(getattr(self.trainer.datamodule, "classes", None))
+
     def setup_metrics(self) -> None:
         """Create one metric collection per stage, registered so that Lightning moves and syncs them."""
         for stage in STAGES:
@@ -85,7 +131,7 @@ class SupervisedTask(pl.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str) -> dict[str, Any]:
         x, y = batch
         output = self.inference_logits(x) if stage == "test" else self(x)
-        loss = self.compute_loss(output, y)
+        loss = self.training_loss(x, output, y) if stage == "train" else self.compute_loss(output, y)
         preds = self.predictions(output)
         # Nothing here reads a value back from the device (no `.item()`, no per-step `self.log` of a
         # tensor): a GPU's queue never drains while the host waits. Metric objects are logged once
@@ -137,13 +183,13 @@ class SupervisedTask(pl.LightningModule):
     def _updates_train_metrics(self, batch_idx: int) -> bool:
         # Metric updates cost host time at every step (none waits for the device): sampling training
         # batches saves it for runs whose steps are short.
-        every = self.train_metrics_every_n_steps
+        every = self.train_metrics_every_n_batches
         return every > 0 and batch_idx % every == 0
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         if self._is_repeated_closure_call(batch_idx):
             x, y = batch
-            return self.compute_loss(self(x), y)
+            return self.training_loss(x, self(x), y)
         return self._step(batch, batch_idx, "train")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
@@ -153,7 +199,7 @@ class SupervisedTask(pl.LightningModule):
         return self._step(batch, batch_idx, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """Class probabilities of a batch of new images (see `lightning_modules.inference.inputs`)."""
+        """Class probabilities of a batch of new images (see `app.inputs`)."""
         return predict_batch(batch, self.inference_logits)
 
     def _is_repeated_closure_call(self, batch_idx: int) -> bool:
@@ -166,7 +212,7 @@ class SupervisedTask(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer
-        if self.lr is not None:  # the LR finder may have changed it; one flat partial keeps group keys
+        if self.lr is not None:  # the LR finder may have changed it
             optimizer = partial(optimizer.func, *optimizer.args, **{**optimizer.keywords, "lr": self.lr})
         total_steps = self.trainer.estimated_stepping_batches
         batches = self.trainer.num_training_batches
@@ -175,7 +221,7 @@ class SupervisedTask(pl.LightningModule):
         return configure_optimization(
             self, optimizer, self.scheduler, total_steps=total_steps,
             steps_per_epoch=steps_per_epoch, head_prefix=self.head_prefix(),
-            include_frozen=self.unfreezes_later(),
+            include_frozen=self.unfreezes_later(), param_groups=self.param_groups,
         )
 
     def unfreezes_later(self) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.synthetic_data import CIFAR10_CLASSES, class_pattern, write_cifar10
+from datamodules.synthetic import CIFAR10_CLASSES, class_pattern, write_cifar10
 
 __all__ = ["CIFAR10_CLASSES", "write_cifar10"]
 

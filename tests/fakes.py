@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from callbacks.segmentation_overlays import voc_palette
+from core.figures import voc_palette
 
 
 def block_mask(
@@ -25,6 +25,24 @@ def block_mask(
         if ignore_border is not None:
             mask[max(top - 1, 0):bottom + 1, max(left - 1, 0):right + 1] = ignore_border
         mask[top:bottom, left:right] = value
+    return mask
+
+
+def void_heavy_mask(height: int, width: int, values: Sequence[int], void: int, seed: int) -> np.ndarray:
+    """A mask that is mostly `void` (as Cityscapes' and ADE20K's are), with one small block of each of
+    `values` in its own cell of a grid, so that every value is present and most crops hold no label."""
+    rng = np.random.default_rng(seed)
+    mask = np.full((height, width), void, dtype=np.uint8)
+    columns = int(np.ceil(np.sqrt(len(values))))
+    rows = int(np.ceil(len(values) / columns))
+    cell_height, cell_width = height // rows, width // columns
+    for k, value in enumerate(values):
+        row, column = divmod(k, columns)
+        block_height = int(rng.integers(cell_height // 3, cell_height // 2 + 1))
+        block_width = int(rng.integers(cell_width // 3, cell_width // 2 + 1))
+        top = row * cell_height + int(rng.integers(0, cell_height - block_height + 1))
+        left = column * cell_width + int(rng.integers(0, cell_width - block_width + 1))
+        mask[top:top + block_height, left:left + block_width] = value
     return mask
 
 
@@ -99,15 +117,15 @@ def write_fake_seg_folder(root: Path, num_classes: int = 3, train: int = 6, test
 
 def write_fake_cityscapes(root: Path, train: int = 2, val: int = 2, coarse: int = 0) -> Path:
     """`<root>/leftImg8bit/<split>/<city>/*_leftImg8bit.png` with `gtFine/.../*_gtFine_labelIds.png`
-    (labelIds: road 7, sidewalk 8, car 26, ..., unlabeled 0 round the blocks); `coarse` images of
-    train_extra with `gtCoarse/train_extra/.../*_gtCoarse_labelIds.png`."""
+    (labelIds: small blocks of road 7, sidewalk 8, car 26, ... on unlabeled 0, which covers most of
+    each mask); `coarse` images of train_extra with `gtCoarse/train_extra/.../*_gtCoarse_labelIds.png`."""
     splits = [("train", "aachen", "gtFine", train), ("val", "frankfurt", "gtFine", val),
               ("train_extra", "augsburg", "gtCoarse", coarse)]
     for split, city, folder, count in splits:
         for i in range(count):
             stem = f"{city}_{i:06d}_000019"
             height, width = SIZES[i % len(SIZES)]
-            mask = block_mask(height, width, 34, seed=i, ignore_border=0, values=[7, 8 + i % 3, 26, 33])
+            mask = void_heavy_mask(height, width, [7, 8 + i % 3, 26, 33], void=0, seed=i)
             save_pair(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
                       root / folder / split / city / f"{stem}_{folder}_labelIds.png", mask, palette_png=False)
     return root
@@ -115,13 +133,13 @@ def write_fake_cityscapes(root: Path, train: int = 2, val: int = 2, coarse: int 
 
 def write_fake_ade20k(root: Path, train: int = 2, val: int = 2) -> Path:
     """`<root>/ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png}`: grayscale
-    annotations with 0 (other, ignored) round blocks of classes 1..150. Returns `root` (data.root)."""
+    annotations mostly 0 (other, ignored) with small blocks of classes 1..150. Returns `root` (data.root)."""
     ade = root / "ADEChallengeData2016"
     for split, prefix, count in (("training", "ADE_train", train), ("validation", "ADE_val", val)):
         for i in range(count):
             name = f"{prefix}_{i + 1:08d}"
             height, width = SIZES[i % len(SIZES)]
-            mask = block_mask(height, width, 151, seed=i, ignore_border=0, values=[1, 2 + i, 150])
+            mask = void_heavy_mask(height, width, [1, 2 + i, 150], void=0, seed=i)
             save_pair(ade / "images" / split / f"{name}.jpg", ade / "annotations" / split / f"{name}.png",
                       mask, palette_png=False)
     return root

@@ -65,6 +65,19 @@ def write_digit_test_pngs(folder: Path) -> dict[str, int]:
     return labels
 
 
+def write_labelled_digits(folder: Path, count: int = 120) -> dict[str, int]:
+    """The first `count` digits test images as PNGs in folders named by their class; {path: label}."""
+    datamodule = DigitsDataModule()
+    datamodule.setup("test")
+    labels = {}
+    for index in range(count):
+        image, label = datamodule.datasets["test"][index]
+        path = folder / str(int(label)) / f"{index:04d}.png"
+        to_png(image, datamodule.mean[0], datamodule.std[0], path)
+        labels[str(path)] = int(label)
+    return labels
+
+
 def write_scene_pngs(folder: Path, sizes: tuple[int, ...] = (32, 48)) -> list[Path]:
     """Digit scenes of several sizes as PNGs."""
     paths = []
@@ -75,3 +88,9 @@ def write_scene_pngs(folder: Path, sizes: tuple[int, ...] = (32, 48)) -> list[Pa
             paths.append(folder / f"scene{size}_{index}.png")
             to_png(image, datamodule.mean[0], datamodule.std[0], paths[-1])
     return paths
+
+
+def read_checkpoint_keys(path: Path) -> tuple[list[str], dict]:
+    """The state-dict keys and the hyperparameters of a checkpoint file."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    return list(checkpoint["state_dict"]), dict(checkpoint.get("hyper_parameters", {}))

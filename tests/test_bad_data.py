@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-import run
+from app import training
 from core.errors import DataError, MissingDataError, VisionlabError
 from datamodules.base import stratified_split
 from datamodules.cifar import CIFAR10DataModule
@@ -153,7 +153,7 @@ def test_empty_val_folder_is_refused_with_the_fix(tmp_path, make_config):
     (root / "val" / "cat").mkdir(parents=True)
     with pytest.raises(DataError, match=r"(?s)val folder .*val holds no images.*delete the folder to hold "
                                         r"out data.val_fraction"):
-        run.train(make_config(*FOLDER, f"data.root={root}"))
+        training.train(make_config(*FOLDER, f"data.root={root}"))
 
 
 def test_val_fraction_zero_without_a_val_folder_is_refused_before_a_run_without_validation(
@@ -161,7 +161,7 @@ def test_val_fraction_zero_without_a_val_folder_is_refused_before_a_run_without_
 ):
     root = write_image_folder(tmp_path / "photos")
     with pytest.raises(DataError, match=r"data.val_fraction=0.0 and no .*val folder.*e.g. 0.1"):
-        run.train(make_config(*FOLDER, f"data.root={root}", "data.val_fraction=0.0"))
+        training.train(make_config(*FOLDER, f"data.root={root}", "data.val_fraction=0.0"))
     with pytest.raises(DataError, match=r"data.val_fraction=0.0 .*Set data.val_fraction above 0"):
         seg_folder(write_fake_seg_folder(tmp_path / "seg"), val_fraction=0.0).setup("fit")
 
@@ -200,7 +200,7 @@ def test_drop_last_with_a_batch_larger_than_the_training_set_is_refused(tmp_path
     root = write_image_folder(tmp_path / "photos")
     with pytest.raises(DataError, match=r"data.drop_last=true with data.batch_size=64 drops every training "
                                         r"image.*10 of the 10.*data.batch_size=10 or less"):
-        run.train(make_config(*FOLDER, f"data.root={root}", "data.drop_last=true", "data.batch_size=64"))
+        training.train(make_config(*FOLDER, f"data.root={root}", "data.drop_last=true", "data.batch_size=64"))
 
 
 # Segmentation ------------------------------------------------------------------------------------

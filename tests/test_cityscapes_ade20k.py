@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,12 +12,13 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.datasets import Cityscapes
 
-from callbacks.segmentation_overlays import dataset_palette, voc_palette
 from core.errors import ConfigError, DataError
+from core.figures import dataset_palette, voc_palette
 from datamodules.ade20k import ADE20K_CLASSES, ADE20K_PALETTE, ADE20KDataModule
 from datamodules.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, CityscapesDataModule
 from datamodules.transforms import CatMaxRatioCrop
 from tests.fakes import write_fake_ade20k, write_fake_cityscapes
+from tests.run_py import run_dirs, run_py
 
 SMALL = {"image_size": 32, "base_size": 40, "batch_size": 2}
 
@@ -97,6 +101,16 @@ def test_cat_max_ratio_redraws_crops_that_one_class_fills():
     assert balanced_crops(0.75) == 50 and balanced_crops(1.0) < 40  # ~70% of plain crops qualify
 
 
+def test_cat_max_ratio_keeps_a_crop_with_labelled_pixels_over_a_void_one():
+    mask = torch.full((1, 64, 64), 255, dtype=torch.long)
+    mask[:, :20, :20] = 1  # one class alone: no crop qualifies; about a third of the crops hold some of it
+    image, mask = tv_tensors.Image(torch.rand(3, 64, 64)), tv_tensors.Mask(mask)
+    crop = CatMaxRatioCrop(32, cat_max_ratio=0.75)
+    torch.manual_seed(0)
+    void = sum(bool((crop(image, mask)[1] == 255).all()) for _ in range(200))
+    assert void <= 10  # only when all 10 draws missed the block: 0.63 ** 10, about 1%
+
+
 def test_cat_max_ratio_crop_keeps_image_and_mask_aligned_and_pads_small_images():
     mask = tv_tensors.Mask(torch.arange(20 * 30).view(1, 20, 30) % 7)
     image = tv_tensors.Image((mask.float() / 10).expand(3, -1, -1).clone())
@@ -116,3 +130,17 @@ def test_overlays_use_the_datasets_own_palette():
     cityscapes = CityscapesDataModule("/nowhere", num_classes=19)
     assert dataset_palette(cityscapes, 19)[13].tolist() == [0, 0, 142]  # car
     assert torch.equal(dataset_palette(object(), 21), voc_palette(21))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment, writer", [
+    ("cityscapes_deeplabv3plus_r50", write_fake_cityscapes), ("ade20k_segformer_b0", write_fake_ade20k),
+])
+def test_the_presets_train_on_masks_that_are_mostly_void(experiment, writer, tmp_path):
+    root = writer(tmp_path / "data")  # about 85% of each mask void: many 32 px crops hold no label
+    done = run_py(tmp_path, f"experiment={experiment}", f"data.root={root}", "model.encoder_weights=null",
+                  "trainer.limit_train_batches=4")
+    assert "diverged" not in done.stderr
+    (run_dir,) = run_dirs(tmp_path, "segment")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert all(math.isfinite(metrics[key]) for key in ("train/loss", "test/loss", "test/miou"))

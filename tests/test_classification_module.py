@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import run
+from app import training
 from callbacks.confusion_matrix import per_class_accuracy
 from lightning_modules.classification import ClassificationModule
 
@@ -93,7 +93,7 @@ def test_epoch_metrics_cover_every_batch_of_every_epoch(tmp_path):
 
 def test_training_metrics_can_sample_every_nth_batch_while_validation_sees_all():
     module = ClassificationModule(nn.Linear(4, 3), 3, partial(torch.optim.SGD, lr=0.1),
-                                  train_metrics_every_n_steps=3)
+                                  train_metrics_every_n_batches=3)
     updates, logged = fit_counting_metric_updates(module, batches=7)
     assert updates == {"train": 3, "val": 2}  # training batches 0, 3 and 6
     assert {"train/acc", "val/acc", "train/loss_epoch"} <= logged
@@ -101,19 +101,19 @@ def test_training_metrics_can_sample_every_nth_batch_while_validation_sees_all()
 
 def test_training_metrics_can_be_switched_off():
     module = ClassificationModule(nn.Linear(4, 3), 3, partial(torch.optim.SGD, lr=0.1),
-                                  train_metrics_every_n_steps=0)
+                                  train_metrics_every_n_batches=0)
     updates, logged = fit_counting_metric_updates(module, batches=5)
     assert updates == {"train": 0, "val": 2}
     assert "train/acc" not in logged and {"val/acc", "train/loss_epoch"} <= logged
 
 
 def test_negative_training_metric_interval_is_refused_with_the_choices():
-    with pytest.raises(ValueError, match="train_metrics_every_n_steps=-1.*0 \\(none\\)"):
+    with pytest.raises(ValueError, match="train_metrics_every_n_batches=-1.*0 \\(none\\)"):
         ClassificationModule(nn.Linear(4, 3), 3, partial(torch.optim.SGD, lr=0.1),
-                             train_metrics_every_n_steps=-1)
+                             train_metrics_every_n_batches=-1)
 
 def test_tensorboard_gets_confusion_matrix_prediction_grid_and_per_class_accuracy(make_config, tmp_path):
-    run.train(make_config())
+    training.train(make_config())
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
     figures = {"val/confusion_matrix", "val/predictions", "test/confusion_matrix"}
     assert figures <= set(events.Tags()["images"])

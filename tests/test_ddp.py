@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import run
+from app import training
 from tests.conftest import compose_config
 from tests.run_py import python
 
@@ -32,7 +32,7 @@ def test_ddp_run_writes_one_directory_from_rank_zero_and_tests_like_one_process(
 
     checkpoint = next((run_dir / "checkpoints").glob("epoch*.ckpt"))
     evaluate = [*DDP_RUN, "train=false", f"ckpt_path={checkpoint}"]
-    single = run.train(compose_config(evaluate, tmp_path / "single"))
+    single = training.train(compose_config(evaluate, tmp_path / "single"))
 
     assert single["test/acc"] == ddp_metrics["test/acc"]
     assert single["test/loss"] == pytest.approx(ddp_metrics["test/loss"], rel=1e-5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hydra.utils import instantiate
 
-import run
+from app import training
 from tests.conftest import CONF_DIR
 
 PRESETS = sorted(path.stem for path in (CONF_DIR / "debug").glob("*.yaml"))
@@ -29,7 +29,7 @@ def test_every_debug_preset_composes_with_every_task_into_a_trainer(make_config,
         assert trainer.max_epochs == 1 and trainer.limit_train_batches == 2
         assert not trainer.progress_bar_callback
         if task == "style":
-            assert cfg.task.iterations == 3, "debug/task/smoke_style.yaml shortens the optimisation"
+            assert cfg.task.evaluations == 3, "debug/task/smoke_style.yaml shortens the optimisation"
         else:
             assert cfg.data.batch_size <= 4
     if preset == "anomaly":
@@ -37,7 +37,7 @@ def test_every_debug_preset_composes_with_every_task_into_a_trainer(make_config,
 
 
 def test_profiler_preset_writes_its_report_into_the_run_directory(make_config, tmp_path):
-    run.train(make_config("debug=profiler", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
-                          "trainer.limit_test_batches=2", fast=False))
+    training.train(make_config("debug=profiler", "trainer.limit_train_batches=2",
+                               "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", fast=False))
     report = (tmp_path / "run" / "fit-profile.txt").read_text()
     assert "run_training_epoch" in report

@@ -6,7 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-import run
+from app import build as app_build
 from core.errors import ConfigError
 from tests.conftest import compose_config
 
@@ -29,7 +29,8 @@ class Snapshots(pl.Callback):
 
 
 def fit(tmp_path, *overrides: str):
-    datamodule, module, trainer = run.build(compose_config([*RESNET_ON_DIGITS, *overrides], tmp_path / "run"))
+    cfg = compose_config([*RESNET_ON_DIGITS, *overrides], tmp_path / "run")
+    datamodule, module, trainer = app_build.build(cfg)
     snapshots = Snapshots()
     trainer.callbacks.append(snapshots)
     model = module.net.model
@@ -49,7 +50,7 @@ def test_a_frozen_backbone_keeps_its_weights_and_batch_norm_statistics(tmp_path)
 
 def test_the_backbone_unfreezes_at_the_chosen_epoch_with_its_own_learning_rate(tmp_path):
     start, epochs = fit(tmp_path, "task.unfreeze_backbone_at_epoch=1", "trainer.max_epochs=2",
-                        "optimizer.backbone_lr_mult=0.1")
+                        "param_groups.backbone_lr_mult=0.1")
     frozen, unfrozen = epochs
     assert torch.equal(frozen["conv1"], start["conv1"]) and torch.equal(frozen["bn_mean"], start["bn_mean"])
     assert not frozen["bn_training"] and not torch.equal(frozen["fc"], start["fc"])
@@ -60,7 +61,7 @@ def test_the_backbone_unfreezes_at_the_chosen_epoch_with_its_own_learning_rate(t
 def test_unfreezing_needs_a_network_with_a_head(tmp_path):
     cfg = compose_config([*RESNET_ON_DIGITS, "model=mnist_cnn", "task.unfreeze_backbone_at_epoch=1"],
                          tmp_path / "run")
-    datamodule, module, trainer = run.build(cfg)
+    datamodule, module, trainer = app_build.build(cfg)
     with pytest.raises(ConfigError, match="unfreeze_backbone_at_epoch"):
         trainer.fit(module, datamodule=datamodule)
 
@@ -68,7 +69,7 @@ def test_unfreezing_needs_a_network_with_a_head(tmp_path):
 def test_gradual_unfreezing_is_refused_on_several_processes():
     from types import SimpleNamespace
 
-    from callbacks.finetuning import BackboneFinetuning
+    from lightning_modules.finetuning import BackboneFinetuning
 
     callback = BackboneFinetuning("net.model.fc.", unfreeze_at_epoch=1)
     with pytest.raises(ConfigError, match="one device only"):

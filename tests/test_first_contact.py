@@ -14,7 +14,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import run
+from app import console, training
 from tests.conftest import CONF_DIR, ROOT
 
 NOISE = ("💡 Tip", "LeafSpec", "pin_memory", "already configured with model summary",
@@ -54,8 +54,8 @@ def test_the_console_shows_the_chosen_groups_and_overrides_and_no_noise(classify
 def test_style_runs_without_lightnings_warnings_about_its_design_and_names_its_images(make_config, caplog):
     caplog.set_level(logging.INFO, logger="run")
     with warnings.catch_warnings(record=True) as caught:  # the filters in force, as in a real run
-        run.train(make_config("task=style", "model.weights=null", "task.num_scales=1", "data.image_size=32",
-                              "trainer.limit_train_batches=1"))
+        training.train(make_config("task=style", "model.weights=null", "task.num_scales=1",
+                                   "data.image_size=32", "trainer.limit_train_batches=1"))
     by_design = NOISE[-2:]
     assert [str(w.message) for w in caught if any(noise in str(w.message) for noise in by_design)] == []
     assert "stylized images: " in caplog.text and "checkpoint" not in caplog.text
@@ -65,7 +65,7 @@ def test_the_full_config_tree_fits_80_columns_without_cutting_values(make_config
     monkeypatch.setenv("COLUMNS", "80")
     long_path = "/" + "/".join(f"folder{i:02d}" for i in range(16))
     cfg = make_config("task=segment", "data=voc", f"data.root={long_path}")
-    run.print_config_tree(cfg)
+    console.print_config_tree(cfg)
     printed = capsys.readouterr().out
     assert max(len(line) for line in printed.splitlines()) <= 80
     assert "folder15" in printed
@@ -102,7 +102,8 @@ def test_every_debug_part_belongs_to_a_preset():
 def test_segmentation_overlays_are_enlarged_by_nearest_and_carry_a_class_legend(monkeypatch):
     from types import SimpleNamespace
 
-    from callbacks.segmentation_overlays import SegmentationOverlays, voc_palette
+    from callbacks.segmentation_overlays import SegmentationOverlays
+    from core.figures import voc_palette
 
     images = torch.rand(2, 1, 52, 69)
     targets = torch.zeros(2, 52, 69, dtype=torch.long)

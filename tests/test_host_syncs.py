@@ -13,12 +13,12 @@ from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
 from torch.optim.swa_utils import get_ema_avg_fn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
 
-import run
-from callbacks.ema import ExponentialMovingAverage
+from app.build import build
 from callbacks.finite_loss import StopOnNonFiniteLoss
 from callbacks.host_syncs import CountHostSyncs, SyncCounter
 from core.errors import ConfigError
 from core.host_copy import HostCopy
+from lightning_modules.ema import ExponentialMovingAverage
 from lightning_modules.metrics import Accuracy, BalancedAccuracy, F1Score, JaccardIndex, confusion_counts
 
 
@@ -102,7 +102,7 @@ def test_a_training_step_of_run_py_never_waits_for_the_device(make_config, extra
     cfg = make_config("trainer.limit_train_batches=null", f"trainer.max_steps={warmup + steps + 1}",
                       "trainer.log_every_n_steps=10", "trainer.enable_progress_bar=true", "test=false",
                       "logger=tensorboard", *extra, fast=True)
-    datamodule, module, trainer = run.build(cfg)
+    datamodule, module, trainer = build(cfg)
     counter = SyncCounter()
     counting = CountHostSyncs(warmup, steps, counter)
     trainer.callbacks.insert(0, counting)
@@ -198,7 +198,7 @@ def test_the_logged_step_loss_is_each_logging_steps_own_loss(make_config):
 
     cfg = make_config("trainer.limit_train_batches=12", "trainer.log_every_n_steps=5", "logger=csv",
                       "test=false")
-    datamodule, module, trainer = run.build(cfg)
+    datamodule, module, trainer = build(cfg)
     trainer.callbacks.append(Record())
     trainer.fit(module, datamodule=datamodule)
     rows = list(csv.DictReader((Path(trainer.loggers[0].log_dir) / "metrics.csv").open()))

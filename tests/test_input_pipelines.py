@@ -7,7 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-import run
+from app.build import build
+from app.checks import check_config
+from app.training import train
 from core.errors import ConfigError
 from datamodules.base import loader_workers
 from datamodules.gpu_decode import EncodedBatch, decode_on_device
@@ -28,7 +30,7 @@ def test_auto_workers_are_the_cpus_shared_by_the_nodes_processes_less_one(monkey
 def test_auto_workers_follow_the_trainers_processes_per_node(make_config, monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(12)))
     cfg = make_config("trainer=ddp", "trainer.devices=3", "data.num_workers=auto")
-    datamodule, _, trainer = run.build(cfg)
+    datamodule, _, trainer = build(cfg)
     datamodule.trainer = trainer
     assert datamodule.workers() == 3
 
@@ -36,7 +38,7 @@ def test_auto_workers_follow_the_trainers_processes_per_node(make_config, monkey
 @pytest.mark.parametrize("value", ["many", -1, 2.5])
 def test_a_worker_count_that_is_neither_a_count_nor_auto_is_refused_naming_the_key(make_config, value):
     with pytest.raises(ConfigError, match="data.num_workers"):
-        run.check_config(make_config(f"data.num_workers={value}"))
+        check_config(make_config(f"data.num_workers={value}"))
     with pytest.raises(ConfigError, match="data.num_workers"):
         loader_workers(value)
 
@@ -53,7 +55,7 @@ def test_gpu_fast_preset_builds_on_the_cpu_with_bf16_channels_last_and_cudnn_aut
     assert (cfg.trainer.precision, cfg.trainer.benchmark, cfg.channels_last) == ("bf16-mixed", True, True)
     assert (cfg.data.num_workers, cfg.data.persistent_workers, cfg.data.pin_memory) == ("auto", True, "auto")
     cfg = make_config("trainer=gpu_fast", "trainer.accelerator=cpu")
-    _, module, trainer = run.build(cfg)
+    _, module, trainer = build(cfg)
     assert trainer.precision == "bf16-mixed"
     conv = next(m for m in module.net.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
@@ -76,7 +78,7 @@ def test_gpu_decoding_is_refused_without_cuda_with_the_fix(make_config, tmp_path
     cfg = make_config("data=image_folder", f"data.root={image_folder(tmp_path)}", "data.num_classes=2",
                       "data.decode=gpu")
     with pytest.raises(ConfigError, match="data.decode=gpu .* no CUDA device .* data.decode=cpu"):
-        run.train(cfg)
+        train(cfg)
 
 
 def test_an_unknown_decoder_is_refused(tmp_path):

@@ -17,7 +17,11 @@ from tests.conftest import CONF_DIR
 from tests.run_py import run_dirs, run_py
 from tests.wandb_records import offline_run
 
-FIGURES = {"val/confusion_matrix", "val/predictions", "test/confusion_matrix"}
+FIGURES = {"val/confusion_matrix", "val/predictions", "test/confusion_matrix", "test/pr_curves",
+           "test/roc_curves", "feature_maps/features.0", "val/grad_cam"}
+# The opt-in figures too; the loggers without histograms get them as a figure.
+OPT_IN_FIGURES = ("callbacks.feature_maps.layers=[features.0]", "callbacks.cam.enabled=true")
+HISTOGRAMS_FIGURE = "feature_maps/histograms"
 
 
 def check_tensorboard(run_dir: Path, metrics: dict[str, float]) -> None:
@@ -28,6 +32,7 @@ def check_tensorboard(run_dir: Path, metrics: dict[str, float]) -> None:
     assert events.Scalars("hp/test/acc")[-1].value == pytest.approx(metrics["test/acc"])
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
     assert FIGURES <= set(events.Tags()["images"])
+    assert "feature_maps/features.0" in events.Tags()["histograms"]
 
 
 def check_csv(run_dir: Path, metrics: dict[str, float]) -> None:
@@ -50,20 +55,20 @@ def check_mlflow(project_root: Path, run_dir: Path, metrics: dict[str, float]) -
     assert run.data.metrics["hp/test/acc"] == pytest.approx(metrics["test/acc"])
     assert run.data.metrics["hp/best/val/acc"] == pytest.approx(metrics["best/val/acc"])
     images = {Path(a.path).name.split("+")[0] for a in client.list_artifacts(run.info.run_id, "images")}
-    assert {tag.replace("/", "~") for tag in FIGURES} <= images
+    assert {tag.replace("/", "~") for tag in (*FIGURES, HISTOGRAMS_FIGURE)} <= images
 
 
 def check_wandb(run_dir: Path, metrics: dict[str, float]) -> None:
     config, last = offline_run(run_dir)
     assert config["optimizer"]["lr"] == 0.005 and config["task_name"] == "classify"
     assert last["hp/test/acc"] == pytest.approx(metrics["test/acc"])
-    for tag in FIGURES:
+    for tag in (*FIGURES, HISTOGRAMS_FIGURE):
         (image,) = last[f"{tag}/filenames"]
         assert (next(run_dir.glob("wandb/offline-run-*")) / "files" / image).is_file()
 
 
 def test_logger_many_records_hparams_metrics_and_figures_in_each_logger(tmp_path):
-    run_py(tmp_path, "logger=many")
+    run_py(tmp_path, "logger=many", *OPT_IN_FIGURES)
 
     (run_dir,) = run_dirs(tmp_path)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -83,7 +88,7 @@ def test_logger_csv_alone_finishes_and_writes_metrics(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("logger", ["mlflow", "wandb"])
 def test_logger_alone_records_the_run(tmp_path, logger):
-    run_py(tmp_path, f"logger={logger}")
+    run_py(tmp_path, f"logger={logger}", *OPT_IN_FIGURES)
 
     (run_dir,) = run_dirs(tmp_path)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -108,7 +113,7 @@ def test_mlflow_takes_a_server_uri_and_keeps_no_local_artifact_folder(tmp_path):
 FIGURES_OF_TASK = {
     "segment": ("val/overlays", ["task=segment", "model.base_width=8", "model.depth=2"]),
     "style": ("astronaut/progress", ["task=style", "model.weights=null", "data.image_size=32",
-                                     "task.num_scales=1", "task.iterations=4", "task.progress_every=2"]),
+                                     "task.num_scales=1", "task.evaluations=4", "task.progress_every=2"]),
 }
 
 

@@ -10,10 +10,10 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import run
-from callbacks.ema import ExponentialMovingAverage, reference_decay
+from app import training
 from core.errors import ConfigError
 from lightning_modules.classification import ClassificationModule, batch_mixing
+from lightning_modules.ema import ExponentialMovingAverage, reference_decay
 from tests.conftest import compose_config
 
 NUM_CLASSES = 5
@@ -132,7 +132,8 @@ def test_ema_settings_are_checked():
 
 
 EMA_RUN = ["trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.deterministic=true",
-           "logger=none", "task.ema.decay=0.9", "task.mixup_alpha=0.2", "task.cutmix_alpha=1.0"]
+           "logger=none", "task.ema.decay=0.9", "task.mixup_alpha=0.2", "task.cutmix_alpha=1.0",
+           "scheduler=none"]  # resumed for more epochs than it began with: no one-cycle (fixed length)
 
 
 def accuracy_of(cfg, state_dict: dict) -> float:
@@ -150,7 +151,7 @@ def accuracy_of(cfg, state_dict: dict) -> float:
 
 def test_checkpoints_keep_both_weights_test_uses_the_average_and_resume_continues_it(tmp_path):
     whole = compose_config(["debug=smoke", *EMA_RUN], tmp_path / "whole")
-    metrics = run.train(whole)
+    metrics = training.train(whole)
     checkpoints = tmp_path / "whole" / "checkpoints"
     last = torch.load(checkpoints / "last.ckpt", weights_only=False)
     averaged, trained = last["state_dict"], last["current_model_state"]
@@ -161,8 +162,8 @@ def test_checkpoints_keep_both_weights_test_uses_the_average_and_resume_continue
     best = torch.load(next(checkpoints.glob("epoch*.ckpt")), weights_only=False)
     assert metrics["test/acc"] == pytest.approx(accuracy_of(whole, best["state_dict"]))
 
-    run.train(compose_config(["debug=smoke", *EMA_RUN, "trainer.max_epochs=1"], tmp_path / "resumed"))
-    run.train(compose_config(["debug=smoke", *EMA_RUN, "ckpt_path=last"], tmp_path / "resumed"))
+    training.train(compose_config(["debug=smoke", *EMA_RUN, "trainer.max_epochs=1"], tmp_path / "resumed"))
+    training.train(compose_config(["debug=smoke", *EMA_RUN, "ckpt_path=last"], tmp_path / "resumed"))
     again = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
     assert again["averaging_state"]["n_averaged"].item() == 8
     for key in ("state_dict", "current_model_state"):
@@ -172,7 +173,7 @@ def test_checkpoints_keep_both_weights_test_uses_the_average_and_resume_continue
 
 @pytest.mark.slow
 def test_digits_classifier_with_the_full_recipe_still_learns_to_95_percent(make_config):
-    metrics = run.train(make_config(
+    metrics = training.train(make_config(
         "augment=trivialaugment", "task.mixup_alpha=0.2", "task.cutmix_alpha=1.0", "task.ema.decay=0.98",
         "data.image_size=16",
         "trainer.enable_progress_bar=false", "~callbacks.rich_model_summary", "~callbacks.rich_progress_bar",

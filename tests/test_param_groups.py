@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from functools import partial
 from pathlib import Path
@@ -15,9 +16,9 @@ from core.errors import ConfigError
 from lightning_modules.nets.mnist_cnn import MNISTCNN
 from lightning_modules.nets.torchvision_classifier import build_classifier
 from lightning_modules.optimization import (
+    ParamGroups,
     configure_optimization,
     parameter_groups,
-    split_group_options,
     warmup_cosine,
 )
 from tests.test_optimization import lrs
@@ -76,20 +77,37 @@ def test_backbone_lr_multiplier_needs_a_network_with_a_head():
         parameter_groups(MNISTCNN(), lr=0.1, backbone_lr_mult=0.1)
 
 
-def test_group_options_are_taken_off_the_optimizer_partial_and_defaults_leave_one_plain_group():
-    make, options = split_group_options(partial(torch.optim.Adam, lr=0.02, norm_weight_decay=None,
-                                                bias_weight_decay=0.0, backbone_lr_mult=1.0))
-    assert make.keywords == {"lr": 0.02} and options == {"bias_weight_decay": 0.0}
-    assert isinstance(make([nn.Parameter(torch.zeros(1))]), torch.optim.Adam)
+def test_grouping_options_that_differ_from_one_plain_group_are_the_changed_ones():
+    assert ParamGroups().changed() == {}
+    assert ParamGroups(norm_weight_decay=None, bias_weight_decay=0.0).changed() == {"bias_weight_decay": 0.0}
+    config = configure_optimization(small_net(), partial(torch.optim.Adam, lr=0.02), None, 10,
+                                    param_groups=ParamGroups())
+    assert len(config["optimizer"].param_groups) == 1
 
 
-def test_the_module_builds_groups_from_the_optimizer_config(make_config):
-    cfg = make_config("model=resnet18", "optimizer=sgd", "optimizer.norm_weight_decay=0",
-                      "optimizer.bias_weight_decay=0", "optimizer.backbone_lr_mult=0.5")
-    module = instantiate(cfg.task, net=instantiate(cfg.model), optimizer=instantiate(cfg.optimizer))
+def test_grouping_options_for_parameters_without_a_network_are_refused():
+    with pytest.raises(ConfigError, match="param_groups"):
+        configure_optimization([nn.Parameter(torch.zeros(1))], partial(torch.optim.SGD, lr=0.1), None, 10,
+                               param_groups=ParamGroups(norm_weight_decay=0.0))
+
+
+def test_the_optimizer_config_holds_only_the_torch_optimizers_arguments(make_config):
+    for name in ("adam", "adamw", "sgd", "lbfgs"):
+        optimizer = make_config(f"optimizer={name}").optimizer
+        make = instantiate(optimizer)
+        accepted = set(inspect.signature(make.func).parameters)
+        assert set(make.keywords) <= accepted, f"optimizer={name}: {set(make.keywords) - accepted}"
+
+
+def test_the_module_builds_groups_from_the_param_groups_config(make_config):
+    cfg = make_config("model=resnet18", "optimizer=sgd", "param_groups.norm_weight_decay=0",
+                      "param_groups.bias_weight_decay=0", "param_groups.backbone_lr_mult=0.5")
+    module = instantiate(cfg.task, net=instantiate(cfg.model), optimizer=instantiate(cfg.optimizer),
+                         param_groups=cfg.param_groups)
     assert module.head_prefix() == "net.model.fc."
-    opt = configure_optimization(module, module.optimizer, None, 10,
-                                 head_prefix=module.head_prefix())["optimizer"]
+    assert isinstance(module.param_groups, ParamGroups)
+    opt = configure_optimization(module, module.optimizer, None, 10, head_prefix=module.head_prefix(),
+                                 param_groups=module.param_groups)["optimizer"]
     groups = by_name(opt.param_groups)
     assert groups["head/bias"]["weight_decay"] == 0 and groups["head/bias"]["lr"] == 0.1
     assert groups["backbone/norm"]["weight_decay"] == 0 and groups["backbone/norm"]["lr"] == 0.05
@@ -99,8 +117,9 @@ def test_the_module_builds_groups_from_the_optimizer_config(make_config):
 def test_one_cycle_keeps_the_backbone_at_its_multiple_of_the_head_lr():
     net = build_classifier("resnet18", num_classes=3)
     one_cycle = {"scheduler": partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1), "interval": "step"}
-    config = configure_optimization(net, partial(torch.optim.SGD, lr=0.1, backbone_lr_mult=0.1), one_cycle,
-                                    total_steps=10, head_prefix=net.head_name + ".")
+    config = configure_optimization(net, partial(torch.optim.SGD, lr=0.1), one_cycle, total_steps=10,
+                                    head_prefix=net.head_name + ".",
+                                    param_groups=ParamGroups(backbone_lr_mult=0.1))
     groups = by_name(config["optimizer"].param_groups)
     # one-cycle starts at max_lr / div_factor (25) and peaks at max_lr, for each group its own max_lr
     assert groups["head/other"]["lr"] == pytest.approx(0.1 / 25)
@@ -162,10 +181,10 @@ def test_every_scheduler_config_builds_with_warmup_and_parameter_groups(make_con
     per_step, per_epoch = {"cosine", "onecycle"}, {"step", "exponential"}
     warmup = ["scheduler.warmup_steps=2"] if name in per_step else []
     warmup += ["scheduler.warmup_epochs=1"] if name in per_epoch else []
-    cfg = make_config(f"scheduler={name}", *warmup, "optimizer=sgd", "optimizer.norm_weight_decay=0")
+    cfg = make_config(f"scheduler={name}", *warmup, "optimizer=sgd", "param_groups.norm_weight_decay=0")
     scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
     config = configure_optimization(small_net(), instantiate(cfg.optimizer), scheduler, total_steps=20,
-                                    steps_per_epoch=4)
+                                    steps_per_epoch=4, param_groups=instantiate(cfg.param_groups))
     assert {g["name"] for g in config["optimizer"].param_groups} == {"head/norm", "head/other"}
     if warmup:
         chained = config["lr_scheduler"]["scheduler"]

@@ -11,9 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from core.errors import CheckpointError, DataError
-from lightning_modules.inference.inputs import list_inputs, output_names
-from lightning_modules.inference.modes import classify_logits, segment_logits, slide_logits, window_starts
+from app.inputs import list_inputs
+from core.contracts import SegmentationInference
+from core.errors import CheckpointError, ConfigError, DataError
+from datamodules.image_files import output_names
+from lightning_modules.inference import classify_logits, segment_logits, slide_logits, window_starts
 from tests.inference_helpers import (
     QUIET,
     digits_classifier,
@@ -23,7 +25,7 @@ from tests.inference_helpers import (
     write_digit_test_pngs,
     write_scene_pngs,
 )
-from tests.run_py import python
+from tests.run_py import python, run_py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +43,33 @@ def read_predictions(run_dir: Path) -> dict[str, str]:
 ])
 def test_window_starts_cover_the_side_and_end_at_its_edge(size, crop, stride, starts):
     assert window_starts(size, crop, stride) == starts
+
+
+@pytest.mark.parametrize(("size", "crop", "stride"), [(10, 4, 6), (20, 4, 5), (9, 3, 4)])
+def test_windows_that_would_leave_pixels_uncovered_are_refused(size, crop, stride):
+    with pytest.raises(ValueError, match="uncovered"):
+        window_starts(size, crop, stride)
+
+
+def test_every_pixel_is_covered_for_any_stride_up_to_the_window():
+    for size in range(1, 40):
+        for crop in range(1, 12):
+            for stride in range(1, crop + 1):
+                covered = set()
+                for start in window_starts(size, crop, stride):
+                    covered |= set(range(start, min(start + crop, size)))
+                assert covered == set(range(size)), (size, crop, stride)
+
+
+def test_a_stride_larger_than_the_window_is_refused_for_training_and_prediction(tmp_path, tmp_path_factory):
+    with pytest.raises(ConfigError, match="task.stride=48 is larger than task.crop_size=32"):
+        SegmentationInference.from_task({"inference": "slide", "crop_size": 32, "stride": 48})
+    checkpoint = small_unet(tmp_path_factory.getbasetemp())
+    write_scene_pngs(tmp_path / "scenes", sizes=(32,))
+    done = run_py(tmp_path, f"predict.input={tmp_path / 'scenes'}", f"ckpt_path={checkpoint}",
+                  "task.inference=slide", "task.crop_size=16", "task.stride=24", check=False)
+    assert done.returncode == 2 and "ConfigError" in done.stderr and "Traceback" not in done.stderr
+    assert "stripes of 8 px" in " ".join(done.stderr.replace("│", " ").split())
 
 
 def test_slide_averages_the_logits_of_overlapping_windows():
@@ -98,7 +127,7 @@ def test_inputs_from_a_folder_recursively_a_glob_a_list_file_and_one_image(tmp_p
     (tmp_path / "list.txt").write_text("a.png\n\n# a comment\nsub/b.jpg\n")
     assert list_inputs(str(tmp_path / "list.txt")) == [tmp_path / "a.png", tmp_path / "sub" / "b.jpg"]
     assert list_inputs(str(tmp_path / "a.png")) == [tmp_path / "a.png"]
-    assert output_names(list_inputs(str(tmp_path))) == ["a", "sub/b", "sub/deeper/c"]
+    assert output_names(list_inputs(str(tmp_path))) == ["a.png", "sub/b.jpg", "sub/deeper/c.PNG"]
 
 
 def test_missing_and_empty_inputs_say_so(tmp_path):
@@ -138,7 +167,8 @@ def test_unreadable_files_are_listed_and_skipped_and_the_others_written(tmp_path
     assert sorted(Path(p).name for p in predictions) == ["good.png", "wide.png"]
     assert "broken.png" in (run_dir / "skipped.txt").read_text()
     with open(run_dir / "predictions.csv") as file:
-        assert next(csv.reader(file)) == ["path", "class1", "prob1", "class2", "prob2", "class3", "prob3"]
+        assert next(csv.reader(file)) == ["path", "name", "index", "class1", "prob1", "class2", "prob2",
+                                          "class3", "prob3"]
 
 
 def test_a_folder_of_only_unreadable_files_is_an_error(tmp_path, tmp_path_factory):
@@ -175,12 +205,12 @@ def test_segmentation_writes_palette_masks_overlays_probabilities_and_class_frac
                    "task.crop_size=24", "task.tta.flip=true", "debug=smoke")
     for path in paths:
         size = Image.open(path).size
-        with Image.open(run_dir / "masks" / f"{path.stem}.png") as mask:
+        with Image.open(run_dir / "masks" / f"{path.name}.png") as mask:
             assert mask.mode == "P" and mask.size == size
             assert mask.getpalette()[3:6] == [128, 0, 0]  # VOC: class 1 maroon
             classes = np.array(mask)
-        assert Image.open(run_dir / "overlays" / f"{path.stem}.png").size == size
-        probabilities = np.load(run_dir / "probabilities" / f"{path.stem}.npy")
+        assert Image.open(run_dir / "overlays" / f"{path.name}.png").size == size
+        probabilities = np.load(run_dir / "probabilities" / f"{path.name}.npy")
         assert probabilities.shape == (11, size[1], size[0])
         assert np.allclose(probabilities.sum(0), 1, atol=1e-5)
         assert (probabilities.argmax(0) == classes).all()

@@ -21,8 +21,9 @@ Commands holding a SLOW token are marked `slow`: `pytest -m "not slow" tests/tes
 Pretrained weights (`model.weights=DEFAULT`, `weights_backbone=DEFAULT`, task=style's VGG19) come
 from a fixture TORCH_HOME holding random-valued state dicts under the exact file names that
 torchvision's weights enums download (`Weights.url`), written for whatever the composed config asks.
-Commands that need GPUs (GPU_MARKERS) skip without enough CUDA devices; SLURM commands need `sbatch`
-(the cluster of `.ci/start_slurm.sh`) and a GPU, as the README's launcher config asks for one.
+Commands that need GPUs (GPU_MARKERS) skip without enough CUDA devices; SLURM commands
+(`hydra/launcher=submitit_slurm`, marked `slurm`) run on the cluster of `.ci/start_slurm.sh` and skip
+without one (the launcher asks for GPUs only where trainer.accelerator does).
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
-from benchmarks.common import compose_config
+from app.compose import compose_config
+from tests import slurm_cluster
 from tests.classification_fakes import write_cifar10, write_image_folder, write_mit67
 from tests.fakes import (
     write_fake_ade20k,
@@ -50,7 +53,9 @@ from tests.fakes import (
     write_fake_seg_folder,
     write_fake_voc,
 )
+from tests.inference_helpers import write_labelled_digits
 from tests.run_py import python
+from tests.style_fakes import write_fake_coco, write_fake_coco_stuff, write_fake_wikiart
 
 ROOT = Path(__file__).resolve().parents[1]
 README_FILES = ("README.md", "benchmarks/README.md")
@@ -194,6 +199,11 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
     "data.root=/data/mine": lambda fx: f"data.root={fx.seg_folder()}",
     "data.root=/data/cityscapes": lambda fx: f"data.root={fx.once('cityscapes', write_fake_cityscapes)}",
     "data.root=/data/ade20k": lambda fx: f"data.root={fx.once('ade20k', write_fake_ade20k)}",
+    "data.root=/data/cocostuff": lambda fx: f"data.root={fx.once('cocostuff', write_fake_coco_stuff)}",
+    "data.root=/data/coco": lambda fx: f"data.root={fx.once('coco', write_fake_coco)}",
+    "data.content=/data/coco/train2014":
+        lambda fx: f"data.content={fx.once('coco', write_fake_coco) / 'train2014'}",
+    "data.root=/data/wikiart": lambda fx: f"data.root={fx.once('wikiart', write_fake_wikiart)}",
     "data=cifar10": as_written("data=cifar10", lambda fx: fx.cifar10()),
     "data=voc": as_written("data=voc", lambda fx: fx.in_data_dir("voc", write_fake_voc)),
     "data=pets": as_written("data=pets", lambda fx: fx.in_data_dir("pets", write_fake_pets)),
@@ -202,6 +212,9 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
     "data.content=photos/": as_written("data.content=photos/", lambda fx: fx.image("photos/street.jpg", 1)),
     "data.style=starry_night.jpg": lambda fx: "data.style=" + fx.image("starry_night.jpg", 2),
     "data.style=[a.jpg,b.jpg]": lambda fx: f"data.style=[{fx.image('a.jpg', 3)},{fx.image('b.jpg', 4)}]",
+    "data.style=[a.jpg,b.jpg,c.jpg]":
+        lambda fx: f"data.style=[{fx.image('a.jpg', 3)},{fx.image('b.jpg', 4)},{fx.image('c.jpg', 5)}]",
+    "data.style=mosaic.jpg": lambda fx: "data.style=" + fx.image("mosaic.jpg", 6),
     "ckpt_path=outputs/classify/runs/<run>/checkpoints/last.ckpt":
         lambda fx: f"ckpt_path={fx.classify_run() / 'checkpoints' / 'last.ckpt'}",
     "hydra.run.dir=outputs/classify/runs/2025-01-31_12-00-00-000000":
@@ -210,20 +223,43 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
     "ckpt_path=outputs/segment/runs/<run>/checkpoints/last.ckpt":
         lambda fx: f"ckpt_path={fx.segment_run() / 'checkpoints' / 'last.ckpt'}",
     "predict.input=photos/": as_written("predict.input=photos/", lambda fx: fx.image("photos/street.jpg", 1)),
+    "predict.input=digits_by_class/": as_written("predict.input=digits_by_class/", lambda fx: fx.once(
+        "digits_by_class", write_labelled_digits, fx.workspace / "digits_by_class")),
+    "visualize.model=vgg19": as_written("visualize.model=vgg19",
+                                        lambda fx: fx.pretrained("vgg19", "DEFAULT")),
     "predict.model=outputs/classify/runs/<run>/export/model.onnx":
         lambda fx: f"predict.model={fx.onnx_export()}",
+    "task.distill.teacher=outputs/classify/runs/<run>/checkpoints/last.ckpt":
+        lambda fx: f"task.distill.teacher={fx.classify_run() / 'checkpoints' / 'last.ckpt'}",
+    "serve.model=outputs/classify/runs/<run>/checkpoints/last.ckpt":
+        lambda fx: f"serve.model={fx.classify_run() / 'checkpoints' / 'last.ckpt'}",
+    "serve.model=outputs/classify/runs/<run>/export/model.onnx": lambda fx: f"serve.model={fx.onnx_export()}",
+    "serve.port=8000": lambda fx: f"serve.port={free_port()}",  # a smoke-tested server stops by itself
     # budgets of real runs: a smoke run takes two trials / three evaluations through the same code
     "hydra.sweeper.n_trials=10": lambda fx: "hydra.sweeper.n_trials=2",
-    "task.iterations=500": lambda fx: "task.iterations=3",
+    "task.evaluations=500": lambda fx: "task.evaluations=3",
 }
 # Tokens that need CUDA; the device count a command needs is trainer.devices x trainer.num_nodes.
-GPU_MARKERS = ("trainer.accelerator=gpu", "strategy=fsdp", "precision=16-mixed", "data.decode=gpu")
+GPU_MARKERS = ("trainer.accelerator=gpu", "strategy=fsdp", "precision=16-mixed", "export.format=tensorrt",
+               "data.decode=gpu")
 # Commands that take tens of seconds even as smoke runs on 2 CPU cores: ImageNet-size networks at
-# 224 px, several processes, a sweep of style jobs (each loads VGG19), 512 px style transfer, and the
-# benchmarks (whose --quick runs both sides).
+# 224 px, several processes, a sweep of style jobs (each loads VGG19), 512 px style transfer, servers
+# (model processes started fresh), VGG19's filters, ten 256 px reconstructions, and the benchmarks
+# (whose --quick runs both sides).
+SLURM = "hydra/launcher=submitit_slurm"  # commands run as jobs of the local cluster: marked `slurm`
 SLOW = ("model=resnet50", "experiment=mit67", "deeplabv3", "efficientnet", "trainer.devices=",
-        "-m task=style", "data.image_size=512", "python benchmarks/")
+        "-m task=style", "data.image_size=512", "python benchmarks/", "serve.model=", "visualize.model=",
+        "style_reconstructions data.", SLURM)
 PATH_LIKE = re.compile(r"^(/|~|.*<|.*\.(jpg|jpeg|png|ckpt|pth|pt)$|.*/$)")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def unmapped_paths(tokens: list[str]) -> list[str]:
@@ -240,11 +276,8 @@ def skip_reason(command: str) -> str | None:
     tokens = command.split()
     count = {key: int(t.split("=")[1]) for t in tokens for key in ("devices", "num_nodes")
              if t.startswith(f"trainer.{key}=")}
-    if "hydra/launcher=submitit_slurm" in tokens:
-        if shutil.which("sbatch") is None:
-            return "SLURM command: no sbatch here (.ci/start_slurm.sh starts a local cluster)"
-        if not torch.cuda.is_available():
-            return "SLURM command: its launcher asks for a GPU per task, and there is no CUDA device"
+    if SLURM in tokens and slurm_cluster.unavailable():
+        return f"SLURM command: {slurm_cluster.unavailable()}"
     needs = count.get("devices", 1) * count.get("num_nodes", 1)
     if any(marker in tokens for marker in GPU_MARKERS) and torch.cuda.device_count() < needs:
         return f"needs {needs} CUDA device(s), found {torch.cuda.device_count()}"
@@ -279,13 +312,23 @@ def place_pretrained_weights(fx: Fixtures, overrides: list[str]) -> None:
     from lightning_modules.nets.torchvision_classifier import is_weights_file
     from lightning_modules.nets.torchvision_segmenter import backbone_name
 
-    model = compose_config(first_values(overrides), fx.outside / "composed").model
+    if any(o.startswith(("predict.input=", "export.format=")) for o in overrides):
+        return  # a trained model's own weights, no download (and run.py composes its stored task first)
+    cwd = Path.cwd()
+    os.chdir(fx.workspace)  # where the command runs: relative paths (hydra.searchpath) start there
+    try:
+        cfg = compose_config(first_values(overrides), fx.outside / "composed")
+    finally:
+        os.chdir(cwd)
+    model, wanted = cfg.model, []
     name = model.get("name") or ("vgg19" if model._target_.endswith("VGGFeatures") else None)
-    if name is None:
-        return
-    wanted = [(name, model.get("weights"))]
+    if name is not None:
+        wanted.append((name, model.get("weights")))
     if model.get("weights_backbone"):
         wanted.append((backbone_name(name), model.weights_backbone))
+    loss_network = OmegaConf.select(cfg, "task.loss_network")  # task=style_net's (and AdaIN's encoder)
+    if loss_network:
+        wanted.append((loss_network.arch, loss_network.weights))
     for arch, weights in wanted:
         if weights and not is_weights_file(weights):
             fx.pretrained(arch, weights)
@@ -321,7 +364,8 @@ def test_the_readmes_show_commands_and_the_extraction_joins_continuations():
 def parametrized(commands: list[str]) -> list[object]:
     """One pytest parameter per command, id = the command, marked `slow` when it holds a SLOW token."""
     def marks(command: str) -> list[pytest.MarkDecorator]:
-        return [pytest.mark.slow] if any(token in command for token in SLOW) else []
+        slow = [pytest.mark.slow] if any(token in command for token in SLOW) else []
+        return slow + ([pytest.mark.slurm] if SLURM in command.split() else [])
 
     return [pytest.param(command, id=command, marks=marks(command)) for command in commands]
 

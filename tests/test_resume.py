@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import run
+from app import training
 from lightning_modules.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import compose_config
 from tests.run_py import wait_for
@@ -35,7 +35,7 @@ def start_run(run_dir: Path, *overrides: str) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_run_killed_with_sigterm_resumes_to_the_same_steps_and_metrics(tmp_path):
-    uninterrupted = run.train(compose_config(RESUMABLE, tmp_path / "uninterrupted"))
+    uninterrupted = training.train(compose_config(RESUMABLE, tmp_path / "uninterrupted"))
 
     run_dir = tmp_path / "interrupted"
     process = start_run(run_dir, *RESUMABLE)
@@ -45,14 +45,14 @@ def test_run_killed_with_sigterm_resumes_to_the_same_steps_and_metrics(tmp_path)
     assert not (run_dir / "metrics.json").exists(), "the run finished before it could be interrupted"
     assert global_step(run_dir) < global_step(tmp_path / "uninterrupted")
 
-    resumed = run.train(compose_config([*RESUMABLE, "ckpt_path=last"], run_dir))
+    resumed = training.train(compose_config([*RESUMABLE, "ckpt_path=last"], run_dir))
 
     assert global_step(run_dir) == global_step(tmp_path / "uninterrupted")
     assert {key: resumed[key] for key in COMPARED} == {key: uninterrupted[key] for key in COMPARED}
 
 
 def test_last_checkpoint_holds_the_final_epoch_even_without_improvement(make_config, tmp_path):
-    run.train(make_config("trainer.max_epochs=3", "optimizer.lr=0.0", "test=false"))
+    training.train(make_config("trainer.max_epochs=3", "optimizer.lr=0.0", "test=false"))
     checkpoints = tmp_path / "run" / "checkpoints"
     assert torch.load(checkpoints / "epoch000.ckpt", weights_only=False)["epoch"] == 0, "no later best"
     assert torch.load(checkpoints / "last.ckpt", weights_only=False)["epoch"] == 2

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import run
+from app import argv as app_argv
 from core.errors import ConfigError
 from tests.run_py import run_dirs, run_py
 
@@ -29,11 +29,11 @@ def test_latest_picks_the_newest_run_with_the_same_overrides_and_a_checkpoint(tm
     fake_run(tmp_path, "2025-01-03_00-00-00", ["optimizer.lr=0.01", "debug=smoke"], checkpoint=False)
     fake_run(tmp_path, "2025-01-04_00-00-00", ["optimizer.lr=0.02", "debug=smoke"])
 
-    assert run.latest_matching_run(["optimizer.lr=0.01", "debug=smoke"]) == wanted
-    argv = run.continue_latest_run(["run.py", "optimizer.lr=0.01", "ckpt_path=latest", "debug=smoke"])
+    assert app_argv.latest_matching_run(["optimizer.lr=0.01", "debug=smoke"]) == wanted
+    argv = app_argv.continue_latest_run(["run.py", "optimizer.lr=0.01", "ckpt_path=latest", "debug=smoke"])
     assert argv[1:] == ["optimizer.lr=0.01", "debug=smoke", f"hydra.run.dir='{wanted}'", "ckpt_path=last"]
     with pytest.raises(ConfigError, match="no run with exactly these overrides"):
-        run.latest_matching_run(["optimizer.lr=0.03", "debug=smoke"])
+        app_argv.latest_matching_run(["optimizer.lr=0.03", "debug=smoke"])
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import run
+from app import training
 from tests.fakes import write_fake_pets, write_fake_seg_folder, write_fake_voc
 
 TINY_UNET = ["model.depth=2", "model.base_width=4"]
@@ -38,7 +38,7 @@ def overrides_for(data: str, tmp_path) -> list[str]:
 
 @pytest.mark.parametrize("data", DATASETS)
 def test_unet_trains_and_tests_on_every_dataset(data, make_config, tmp_path):
-    metrics = run.train(make_config(*overrides_for(data, tmp_path), "model=unet", *TINY_UNET))
+    metrics = training.train(make_config(*overrides_for(data, tmp_path), "model=unet", *TINY_UNET))
     assert {"test/miou", "test/pixel_acc", "test/dice", "test/loss", "val/miou"} <= metrics.keys()
     assert 0.0 <= metrics["test/miou"] <= 1.0
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -49,7 +49,7 @@ def test_unet_trains_and_tests_on_every_dataset(data, make_config, tmp_path):
 def test_torchvision_models_train_and_test_on_fake_voc(model, make_config, tmp_path):
     overrides = [*overrides_for("voc", tmp_path), f"model={model}", "~callbacks.model_checkpoint",
                  "logger=none", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
-    metrics = run.train(make_config(*overrides))
+    metrics = training.train(make_config(*overrides))
     assert {"test/miou", "val/miou", "train/loss"} <= metrics.keys()
 
 
@@ -64,7 +64,7 @@ def test_issue_commands_compose_as_written(make_config, tmp_path):
 def test_dice_and_cross_entropy_together_with_the_tensorboard_overlays(make_config, tmp_path):
     overrides = [*overrides_for("digit_scenes", tmp_path), "model=unet", *TINY_UNET,
                  "task.losses={ce:1.0,dice:1.0}", "task.class_weights=[0.5,1,1,1,1,1,1,1,1,1,1]"]
-    metrics = run.train(make_config(*overrides))
+    metrics = training.train(make_config(*overrides))
     assert metrics["test/loss"] > 0
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
@@ -77,5 +77,5 @@ def test_unet_learns_to_segment_held_out_digit_scenes(make_config):
         "trainer.max_epochs=8", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
         "~callbacks.rich_progress_bar", "~callbacks.rich_model_summary", "logger=none", fast=False,
     )
-    metrics = run.train(cfg)
+    metrics = training.train(cfg)
     assert metrics["test/miou"] >= HELD_OUT_MIOU_THRESHOLD

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import run
+from app import checks, training
+from core.errors import ConfigError
 
 
 def test_trainer_ddp_selects_the_ddp_strategy_with_two_devices(make_config):
@@ -20,13 +21,13 @@ def test_precision_group_sets_the_trainer_precision(make_config, option, precisi
 
 
 def test_lbfgs_with_fp16_mixed_precision_fails_before_training(make_config):
-    with pytest.raises(run.ConfigError, match="optimizer=lbfgs cannot run with precision=16-mixed"):
-        run.check_config(make_config("optimizer=lbfgs", "precision=16-mixed"))
+    with pytest.raises(ConfigError, match="optimizer=lbfgs cannot run with precision=16-mixed"):
+        checks.check_config(make_config("optimizer=lbfgs", "precision=16-mixed"))
 
 
 def test_fsdp_on_cpu_fails_before_training_and_suggests_ddp(make_config):
-    with pytest.raises(run.ConfigError, match="strategy=fsdp needs CUDA GPUs.*strategy=ddp"):
-        run.check_config(make_config("strategy=fsdp"))
+    with pytest.raises(ConfigError, match="strategy=fsdp needs CUDA GPUs.*strategy=ddp"):
+        checks.check_config(make_config("strategy=fsdp"))
 
 
 def test_channels_last_converts_the_network_weights(make_config, monkeypatch):
@@ -40,5 +41,5 @@ def test_channels_last_converts_the_network_weights(make_config, monkeypatch):
         return original(module, *args, **kwargs)
 
     monkeypatch.setattr(torch.nn.Module, "to", spy)
-    run.train(make_config("channels_last=true", "test=false"))
+    training.train(make_config("channels_last=true", "test=false"))
     assert torch.channels_last in converted

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from core.errors import ConfigError
+from datamodules.ade20k import ADE20KDataModule
+from datamodules.cifar import CIFAR10DataModule
+from datamodules.cityscapes import CityscapesDataModule
 from datamodules.digit_scenes import DigitScenesDataModule, compose_scenes
+from datamodules.image_folder import ImageFolderDataModule
+from datamodules.mit67 import MIT67DataModule
+from datamodules.mnist import MNISTDataModule
 from datamodules.pets import PetsDataModule
 from datamodules.seg_folder import SegFolderDataModule
 from datamodules.segmentation import MaskError
@@ -58,6 +67,33 @@ def test_voc_download_goes_through_torchvision(tmp_path, monkeypatch):
     monkeypatch.setattr("datamodules.voc.VOCSegmentation", lambda *args, **kw: calls.append((args, kw)))
     VOCDataModule(str(tmp_path), download=True, num_classes=21).prepare_data()
     assert calls == [((str(tmp_path),), {"year": "2012", "image_set": "trainval", "download": True})]
+
+
+DOWNLOADING = [VOCDataModule, PetsDataModule, MIT67DataModule, MNISTDataModule, CIFAR10DataModule]
+NOT_DOWNLOADING = [SegFolderDataModule, CityscapesDataModule, ADE20KDataModule, ImageFolderDataModule]
+SIZES = {"num_classes": 3, "channels": 3, "image_size": 32}
+
+
+@pytest.mark.parametrize("datamodule", DOWNLOADING + NOT_DOWNLOADING, ids=lambda v: v.__name__)
+def test_every_file_dataset_reads_its_root_with_the_home_folder_expanded(datamodule):
+    dm = datamodule("~/somewhere", **SIZES)
+    assert dm.root == Path("~/somewhere").expanduser() and not dm.download
+    dm.prepare_data()  # no download asked: nothing to do
+
+
+@pytest.mark.parametrize("datamodule", DOWNLOADING, ids=lambda v: v.__name__)
+def test_a_dataset_with_a_download_fetches_it_in_prepare_data_when_asked(datamodule, monkeypatch):
+    fetched = []
+    monkeypatch.setattr(datamodule, "fetch", lambda self: fetched.append(self.root))
+    datamodule("/data", **SIZES).prepare_data()
+    datamodule("/data", download=True, **SIZES).prepare_data()
+    assert fetched == [Path("/data")]
+
+
+@pytest.mark.parametrize("datamodule", NOT_DOWNLOADING, ids=lambda v: v.__name__)
+def test_a_dataset_without_a_download_refuses_data_download(datamodule):
+    with pytest.raises(ConfigError, match=rf"data.download=true: {datamodule.__name__} has no download"):
+        datamodule("/data", download=True, **SIZES)
 
 
 def test_missing_voc_tree_says_where_it_is_expected(tmp_path):

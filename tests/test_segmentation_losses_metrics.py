@@ -30,6 +30,15 @@ def test_cross_entropy_averages_over_non_ignored_pixels_only():
     assert loss_of({"ce": 1.0}) == pytest.approx((CE_A + CE_B) / 2)
 
 
+def test_cross_entropy_of_a_batch_with_every_pixel_ignored_is_zero_with_zero_gradients():
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    for weights in (None, torch.tensor([1.0, 2.0, 3.0])):
+        loss = SegmentationLoss({"ce": 1.0}, ignore_index=255, class_weights=weights)(
+            logits, torch.full((2, 4, 4), 255))
+        loss.backward()
+        assert loss.item() == 0.0 and logits.grad.abs().max() == 0
+
+
 def test_class_weights_weight_each_pixel_by_its_true_class():
     assert loss_of({"ce": 1.0}, class_weights=[1.0, 3.0]) == pytest.approx((3 * CE_A + 1 * CE_B) / 4)
 
@@ -91,6 +100,57 @@ def test_every_loss_ignores_what_the_network_says_on_ignored_pixels(name):
     other = LOGITS.clone()
     other[..., 2] = torch.tensor([-7.0, 4.0]).view(1, 2, 1)  # pixel C is ignored
     assert loss(other, TARGET).item() == pytest.approx(loss(LOGITS, TARGET).item())
+
+
+LOSS_OPTIONS = [(name, {}) for name in LOSSES] + [("lovasz", {"per_image": True})]
+WEIGHTS = [1.0, 2.0, 0.5]
+
+
+def segmentation_loss(name: str, options: dict) -> SegmentationLoss:
+    """One named loss, class-weighted where it takes class weights, with `options`."""
+    from lightning_modules.losses import CLASS_WEIGHTED
+
+    return SegmentationLoss({name: 1.0}, ignore_index=255, options={name: options},
+                            class_weights=WEIGHTS if name in CLASS_WEIGHTED else None)
+
+
+@pytest.mark.parametrize(("name", "options"), LOSS_OPTIONS)
+def test_every_loss_is_zero_with_a_zero_gradient_on_a_batch_without_a_labelled_pixel(name, options):
+    logits = torch.randn(2, 3, 5, 6, requires_grad=True)
+    loss = segmentation_loss(name, options)(logits, torch.full((2, 5, 6), 255))
+    loss.backward()
+    assert loss.shape == () and loss.item() == 0.0  # MMSegmentation's: the sum over (0 + eps) pixels
+    assert torch.isfinite(logits.grad).all() and not logits.grad.any()
+
+
+@pytest.mark.parametrize(("name", "options"), LOSS_OPTIONS)
+def test_an_image_without_a_labelled_pixel_adds_nothing_to_a_per_image_loss(name, options):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 5, 6, requires_grad=True)
+    target = torch.randint(0, 3, (2, 5, 6))
+    target[1] = 255  # the second image is all void
+    loss = segmentation_loss(name, options)
+    value = loss(logits, target)
+    value.backward()
+    assert torch.isfinite(value) and not logits.grad[1].any()
+    alone = loss(logits[:1], target[:1])
+    # a per-image loss averages over the images, the void one counting 0; the others pool the pixels
+    assert value.item() == pytest.approx(alone.item() / 2 if options.get("per_image") else alone.item())
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_cross_entropy_equals_torchs_weighted_mean_and_is_zero_where_no_pixel_has_weight(label_smoothing):
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 3, 4, 5), torch.randint(0, 3, (2, 4, 5))
+    target[0, 0] = 255
+    loss = SegmentationLoss({"ce": 1.0}, class_weights=WEIGHTS,
+                            options={"ce": {"label_smoothing": label_smoothing}})
+    expected = F.cross_entropy(logits, target, weight=torch.tensor(WEIGHTS), ignore_index=255,
+                               label_smoothing=label_smoothing)
+    assert loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
+    only_class_0 = torch.where(target == 255, target, 0)  # every labelled pixel of a class weighted 0
+    unweighted = SegmentationLoss({"ce": 1.0}, class_weights=[0.0, 1.0, 1.0])
+    assert unweighted(logits, only_class_0).item() == 0.0
 
 
 def two_class_logits(true_probs: list[float]) -> torch.Tensor:

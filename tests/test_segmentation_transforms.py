@@ -8,7 +8,7 @@ import torch
 from torchvision import tv_tensors
 
 from datamodules.segmentation import pad_collate
-from datamodules.transforms import segmentation_eval, segmentation_train
+from datamodules.transforms import segmentation_cutmix, segmentation_eval, segmentation_train
 from tests.fakes import block_mask, image_for
 
 VALUES = [1, 2, 3, 4]  # no class 0: its palette colour (black) is also the image padding colour
@@ -61,3 +61,35 @@ def test_pad_collate_pads_images_with_zeros_and_masks_with_ignore_index():
     assert images.shape == (2, 3, 4, 3) and masks.shape == (2, 4, 3)
     assert masks[0, 2:].eq(255).all() and masks[1, :, 2].eq(255).all()
     assert images[0, :, 2:].eq(0).all() and images[0, :, :2].eq(1).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rotation_turns_image_and_mask_together_and_fills_the_corners_with_ignore(seed):
+    mask = block_mask(121, 97, 5, seed=seed, ignore_border=None, values=VALUES)
+    image = tv_tensors.Image(torch.from_numpy(image_for(mask)).permute(2, 0, 1))
+    transform = segmentation_train(96, base_size=100, mean=(0, 0, 0), std=(1, 1, 1), scale_range=(1.0, 1.0),
+                                   hflip=False, rotation=40)
+    torch.manual_seed(seed)
+    out_image, out_mask = transform(image, tv_tensors.Mask(torch.from_numpy(mask)[None]))
+    palette = torch.from_numpy(image_for(np.arange(256, dtype=np.uint8)[None])[0]).float() / 255
+    valid = out_mask[0] != 255
+    error = (out_image.permute(1, 2, 0)[valid] - palette[out_mask[0][valid].long()]).abs().max(dim=1).values
+    assert (error < 0.25).float().mean() > 0.95, "each labelled pixel keeps its class colour"
+    assert set(out_mask.unique().tolist()) <= {*VALUES, 255}, "masks are rotated nearest"
+    labelled = (out_mask != 255).float()[None]
+    inside_corners = torch.nn.functional.max_pool2d(labelled, 3, stride=1, padding=1)[0, 0] == 0
+    assert inside_corners.any(), "rotated-in corners are ignored"
+    assert out_image[:, inside_corners].abs().max() == 0, "and black (off their edge, where bilinear blends)"
+
+
+def test_cutmix_pastes_the_same_box_of_the_next_image_and_its_mask():
+    torch.manual_seed(3)
+    masks = torch.stack([torch.full((20, 30), value) for value in (1, 2, 3)])
+    images = masks[:, None].float().expand(3, 3, 20, 30) / 10
+    mixed_images, mixed_masks = segmentation_cutmix(images, masks, alpha=1.0)
+    assert torch.equal(mixed_images[:, 0] * 10, mixed_masks.float()), "every pixel keeps its own label"
+    pasted = mixed_masks != masks
+    assert pasted.any() and torch.equal(pasted[0], pasted[1]), "one box for the whole batch"
+    assert mixed_masks[0][pasted[0]].eq(3).all(), "from the next image"
+    rows, cols = pasted[0].nonzero(as_tuple=True)
+    assert pasted[0][rows.min():rows.max() + 1, cols.min():cols.max() + 1].all(), "a rectangle"

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from safetensors.torch import save_file
 from torch import nn
 
-import run
+from app import training
 from core.errors import CheckpointError, ConfigError
 from lightning_modules.nets.smp_segmenter import PaddedSegmenter, build_smp, hub_weights_dir
 from lightning_modules.optimization import poly
@@ -134,7 +134,7 @@ def test_deeplabv3plus_resnet50_on_cityscapes_with_ohem_and_poly(make_config, tm
     cfg = make_config("task=segment", "model=smp", "model.arch=DeepLabV3Plus", "model.encoder=resnet50",
                       "data=cityscapes", f"data.root={root}", *SMALL_CROPS, "scheduler=poly",
                       "task.losses={ohem_ce:1.0,dice:0.5}", f"task.class_weights=[2{',1' * 18}]")
-    metrics = run.train(cfg)
+    metrics = training.train(cfg)
     assert {"test/miou", "val/miou", "train/loss"} <= metrics.keys()
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test/miou"] == metrics["test/miou"]
 
@@ -144,7 +144,7 @@ def test_segformer_mit_b0_on_ade20k_with_ce_and_lovasz(make_config, tmp_path):
     write_fake_ade20k(root)
     cfg = make_config("task=segment", "data=ade20k", "model=segformer_mit_b0", "task.losses={ce:1,lovasz:1}",
                       f"data.root={root}", *SMALL_CROPS)
-    metrics = run.train(cfg)
+    metrics = training.train(cfg)
     assert 0.0 <= metrics["test/miou"] <= 1.0 and metrics["train/loss"] > 0
 
 
@@ -179,5 +179,5 @@ def test_smp_unet_resnet18_learns_held_out_digit_scenes_as_well_as_the_from_scra
         "~callbacks.rich_progress_bar", "~callbacks.rich_model_summary", "logger=none", fast=False,
     )
     assert cfg.model.encoder_weights is None  # random encoder: nothing pretrained helps
-    metrics = run.train(cfg)
+    metrics = training.train(cfg)
     assert metrics["test/miou"] >= HELD_OUT_MIOU_THRESHOLD  # measured 0.568

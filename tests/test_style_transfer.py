@@ -12,9 +12,11 @@ import torch
 import torchvision
 from PIL import Image
 
-import run
+from app import checks, training
+from core.errors import ConfigError
 from datamodules.style_images import StyleImagesDataModule
 from lightning_modules.nets.vgg_features import VGGFeatures, vgg_layer_names
+from lightning_modules.optimization import ParamGroups
 from lightning_modules.style_losses import (
     coarse_to_fine_sizes,
     gram_matrix,
@@ -28,7 +30,7 @@ from tests.run_py import python, run_dirs, run_py
 
 STYLE_LAYERS = {"relu1_1": 0.2, "relu2_1": 0.2, "relu3_1": 0.2, "relu4_1": 0.2, "relu5_1": 0.2}
 QUIET = ["task=style", "model.weights=null", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
-         "data.image_size=48", "task.num_scales=1", "task.iterations=6", "task.progress_every=3"]
+         "data.image_size=48", "task.num_scales=1", "task.evaluations=6", "task.progress_every=3"]
 
 
 def test_gram_matrix_matches_a_hand_computed_one():
@@ -115,13 +117,13 @@ def random_vgg() -> VGGFeatures:
 
 def module(tmp_path, vgg: VGGFeatures, **options) -> StyleTransferModule:
     settings = {"content_layers": ["relu4_2"], "style_layers": STYLE_LAYERS, "init": "noise",
-                "iterations": 40, "output_dir": str(tmp_path), **options}
+                "evaluations": 40, "output_dir": str(tmp_path), **options}
     return StyleTransferModule(copy.deepcopy(vgg), partial(torch.optim.LBFGS, lr=1.0), **settings)
 
 
 def test_lbfgs_lowers_the_total_loss_by_a_large_factor_within_a_few_dozen_evaluations(tmp_path, random_vgg):
     history = module(tmp_path, random_vgg).stylize(sample())["history"]
-    assert len(history) == 40  # iterations are counted as loss evaluations
+    assert len(history) == 40  # counted in loss evaluations
     assert history[-1]["total"] < history[0]["total"] / 4
 
 
@@ -145,7 +147,7 @@ def test_noise_init_depends_on_the_image_name_and_seed_not_on_the_order(tmp_path
 
 
 def test_a_nan_loss_stops_that_image_with_a_message_and_the_others_go_on(tmp_path, caplog, random_vgg):
-    styler = module(tmp_path, random_vgg, iterations=3)
+    styler = module(tmp_path, random_vgg, evaluations=3)
     broken = sample("broken")
     broken["content"][..., 0, 0] = float("nan")
     assert "failed" in styler.training_step(broken, 0)
@@ -183,7 +185,7 @@ def test_folder_of_content_images_is_styled_in_one_run(tmp_path):
                                style_weights=[3, 1], image_size=40)
     dm.setup()
     items = [dm.dataset[i] for i in range(len(dm.dataset))]
-    assert [item["name"] for item in items] == ["one", "two"]
+    assert [item["name"] for item in items] == ["one.png", "two.png"]
     assert items[0]["content"].shape == (1, 3, 32, 40)
     torch.testing.assert_close(items[0]["style_weights"], torch.tensor([0.75, 0.25]))
 
@@ -191,7 +193,7 @@ def test_folder_of_content_images_is_styled_in_one_run(tmp_path):
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_run_py_styles_every_content_image_and_writes_pngs(make_config, tmp_path, optimizer):
     lr = "optimizer.lr=0.05" if optimizer == "adam" else "optimizer.lr=1"
-    metrics = run.train(make_config(*QUIET, f"optimizer={optimizer}", lr, "task.num_scales=2",
+    metrics = training.train(make_config(*QUIET, f"optimizer={optimizer}", lr, "task.num_scales=2",
                                     "data.image_size=64", fast=False))
     written = sorted(p.name for p in (tmp_path / "run" / "stylized").glob("*.png"))
     assert written == ["astronaut__immunohistochemistry.png", "chelsea__immunohistochemistry.png"]
@@ -200,14 +202,27 @@ def test_run_py_styles_every_content_image_and_writes_pngs(make_config, tmp_path
 
 
 def test_style_with_lbfgs_and_fp16_mixed_precision_is_refused(make_config):
-    with pytest.raises(run.ConfigError, match="lbfgs"):
-        run.train(make_config(*QUIET, "precision=16-mixed", fast=False))
+    with pytest.raises(ConfigError, match="lbfgs"):
+        checks.check_config(make_config(*QUIET, "precision=16-mixed", fast=False))
 
 
-def test_lbfgs_stopping_options_are_refused_because_task_iterations_sets_the_budget(tmp_path):
+def test_lbfgs_stopping_options_are_refused_because_task_evaluations_sets_the_budget(tmp_path):
     done = run_py(tmp_path, "task=style", "+optimizer.max_iter=50", "logger=none", check=False)
     assert done.returncode == 2
     assert "optimizer.max_iter=50 does not apply to task=style" in " ".join(done.stderr.split())
+
+
+def test_parameter_grouping_options_are_refused_because_the_image_is_one_tensor(tmp_path, random_vgg):
+    with pytest.raises(ConfigError, match="param_groups.norm_weight_decay=0.0 does not apply to task=style"):
+        module(tmp_path, random_vgg, param_groups=ParamGroups(norm_weight_decay=0.0))
+    assert module(tmp_path, random_vgg, param_groups=ParamGroups()).optimizer.func is torch.optim.LBFGS
+
+
+def test_the_coarsest_scale_obeys_the_data_configs_minimum_size(make_config, tmp_path, random_vgg):
+    assert make_config("task=style", "data.min_size=40").task.min_size == 40
+    styler = module(tmp_path, random_vgg, num_scales=2, evaluations=1, min_size=40)
+    with pytest.raises(ConfigError, match=r"scale would be 32 pixels; VGG needs 40 \(data.min_size\)"):
+        styler.stylize(sample(size=64))
 
 
 @pytest.mark.ddp
@@ -241,5 +256,5 @@ def test_a_content_image_already_at_the_final_size_is_styled_with_lbfgs(tmp_path
     content = torch.rand(1, 64, 64, 3).permute(0, 3, 1, 2)  # a channels-last view, as from a decoder
     styled = sample()
     styled["content"] = content
-    history = module(tmp_path, random_vgg, iterations=2, init="content").stylize(styled)["history"]
+    history = module(tmp_path, random_vgg, evaluations=2, init="content").stylize(styled)["history"]
     assert len(history) >= 2

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from callbacks.multirun_summary import fold_groups, job_status, rank_rows, read_job, varying_keys
+from app.multirun_summary import fold_groups, job_status, rank_rows, read_job, varying_keys
 from tests.conftest import CONF_DIR
 from tests.run_py import python, run_py, sweep_dirs
 
@@ -97,7 +97,7 @@ def test_a_sweep_with_failed_jobs_runs_them_all_writes_its_summary_and_exits_non
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     done = run_py(tmp_path / "project", "-m", "train=true,false", "data.val_fraction=0.1,2.0",
-                  cwd=elsewhere, check=False)
+                  cwd=elsewhere, check=False, env={"COLUMNS": "300"})  # each error on one line of the table
 
     assert done.returncode == 1, done.stderr[-3000:]
     assert "3 of 4 jobs failed" in done.stderr
@@ -138,8 +138,10 @@ TOY_SPACE = ("hydra.sweeper.params={optimizer.lr:'choice(0.003,1e-9)',optimizer.
 
 
 @pytest.mark.slow
-def test_optuna_study_in_sqlite_resumes_and_prunes_hopeless_trials(tmp_path):
+def test_optuna_study_in_sqlite_resumes_prunes_hopeless_trials_and_reads_back_through_optunas_api(tmp_path):
     import optuna
+
+    from core.contracts import SweepJob
 
     storage = f"sqlite:///{tmp_path}/optuna.db"
     command = ["hparams_search=classify_optuna", TOY_SPACE, f"hydra.sweeper.storage={storage}",
@@ -150,15 +152,21 @@ def test_optuna_study_in_sqlite_resumes_and_prunes_hopeless_trials(tmp_path):
 
     study = optuna.load_study(study_name="classify", storage=storage)
     assert [trial.number for trial in study.trials] == [0, 1, 2, 3]
-    pruned = [trial for trial in study.trials if "pruned_at_epoch" in trial.user_attrs]
+    pruned = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.PRUNED]
     assert pruned, "a trial with a learning rate of 1e-9 trails the others and is pruned"
     for trial in pruned:
         assert trial.params["optimizer.lr"] == 1e-9 and trial.user_attrs["pruned_at_epoch"] == 0
-        assert trial.state == optuna.trial.TrialState.FAIL and len(trial.intermediate_values) == 1
-    statuses = [row["status"] for sweep_dir in sweep_dirs(tmp_path) for row in summary_rows(sweep_dir)]
-    assert statuses.count("pruned") == len(pruned) and statuses.count("done") == 4 - len(pruned)
-    completed = [trial for trial in study.trials if trial not in pruned]
-    assert all(trial.state == optuna.trial.TrialState.COMPLETE for trial in completed)
+        assert trial.value == trial.intermediate_values[0], "told PRUNED with the value it reported"
+    rows = {(str(sweep_dir), row["job"]): row for sweep_dir in sweep_dirs(tmp_path)
+            for row in summary_rows(sweep_dir)}
+    for trial in study.trials:  # each trial is the job it records, with that job's status and metric
+        job = SweepJob.of_trial(trial.user_attrs)
+        row = rows[job.sweep_dir, str(job.job_num)]
+        if trial in pruned:
+            assert row["status"] == "pruned"
+        else:
+            assert trial.state == optuna.trial.TrialState.COMPLETE and row["status"] == "done"
+            assert trial.value == pytest.approx(float(row["best/val/acc"]))
 
 
 def test_pruning_without_a_study_database_is_a_config_error():
@@ -193,14 +201,19 @@ def test_a_multirun_from_another_directory_without_project_root_writes_beside_ru
     assert not list(elsewhere.iterdir())
 
 
-def test_an_optuna_search_whose_every_trial_failed_still_leaves_its_summary(tmp_path):
-    done = run_py(tmp_path, "hparams_search=classify_optuna", "hydra.sweeper.n_trials=1", "train=false",
+def test_an_optuna_search_whose_every_trial_failed_says_so_and_where_their_errors_are(tmp_path):
+    done = run_py(tmp_path, "hparams_search=classify_optuna", "hydra.sweeper.n_trials=2", "train=false",
                   check=False)
 
     assert done.returncode == 1
     (sweep_dir,) = sweep_dirs(tmp_path)
-    (row,) = summary_rows(sweep_dir)
-    assert row["status"] == "failed" and row["error"].startswith("ConfigError: train=false")
+    output = done.stdout + done.stderr
+    assert "All 2 trial(s) of this search failed. Each trial's error is in its job folder, " in output
+    assert f"{sweep_dir}/<job>/error.txt" in output
+    assert "Traceback" not in output and "No trials are completed yet" not in output
+    assert [row["status"] for row in summary_rows(sweep_dir)] == ["failed", "failed"]
+    assert all(row["error"].startswith("ConfigError: train=false") for row in summary_rows(sweep_dir))
+    assert not (sweep_dir / "optimization_results.yaml").exists()
 
 
 @pytest.mark.parametrize("task", ["classify", "segment"])

@@ -20,7 +20,7 @@ class TorchvisionClassifier(nn.Module):
     """A torchvision model with a new head; `freeze_backbone` trains only the head.
 
     Frozen batch-norm layers are kept in eval mode during training by the classification task's
-    `callbacks.finetuning.BackboneFinetuning`, which can also unfreeze the backbone later.
+    `lightning_modules.finetuning.BackboneFinetuning`, which can also unfreeze the backbone later.
     """
 
     def __init__(self, model: nn.Module, freeze_backbone: bool = False) -> None:

@@ -1,24 +1,15 @@
-"""Frozen VGG19 features by layer name (`relu4_2`), truncated after the deepest layer asked for."""
+"""Frozen VGG19 or VGG16 features by layer name (`relu4_2`), truncated after the deepest layer asked for."""
 
 from __future__ import annotations
 
-import logging
-import warnings
-
-import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from core.errors import ConfigError
-from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
-from lightning_modules.nets.torchvision_classifier import (
-    get_model_or_explain,
-    is_weights_file,
-    load_state_dict,
-    resolve_weights,
-)
+from lightning_modules.nets.layer_features import LayerFeatures, pretrained_state_dict, warn_random_weights
+from lightning_modules.nets.torchvision_classifier import is_weights_file, load_state_dict
 
-log = logging.getLogger(__name__)
+VGG_CONFIGS = {"vgg16": "D", "vgg19": "E"}  # torchvision's layer lists of each architecture
 
 
 def vgg_layer_names(features: nn.Sequential) -> list[str]:
@@ -38,9 +29,9 @@ def vgg_layer_names(features: nn.Sequential) -> list[str]:
     return names
 
 
-def random_vgg19_features() -> nn.Sequential:
-    """VGG19's `features` initialised as torchvision does, without building the large classifier."""
-    features = make_layers(cfgs["E"])
+def random_vgg_features(arch: str = "vgg19") -> nn.Sequential:
+    """VGG `features` initialised as torchvision does, without building the large classifier."""
+    features = make_layers(cfgs[VGG_CONFIGS[arch]])
     for module in features:
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -48,73 +39,50 @@ def random_vgg19_features() -> nn.Sequential:
     return features
 
 
-def load_vgg19_features(weights: str | None) -> nn.Sequential:
-    """VGG19 `features` with `weights` (DEFAULT, a weights name or a local file); random if unavailable."""
+def features_only(state: dict) -> dict:
+    """The `features.*` entries of a whole VGG state dict, unprefixed (a features-only dict as it is)."""
+    if any(key.startswith("features.") for key in state):
+        return {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+    return state
+
+
+def load_vgg_features(weights: str | None, arch: str = "vgg19") -> nn.Sequential:
+    """VGG `features` with `weights` (DEFAULT, a weights name or a local file); random if unavailable."""
+    if arch not in VGG_CONFIGS:
+        raise ConfigError(f"Unknown VGG architecture {arch!r}: choose one of {', '.join(VGG_CONFIGS)}.")
+    features = random_vgg_features(arch)
     if weights is not None and is_weights_file(weights):
-        state = load_state_dict(weights)
-        if any(key.startswith("features.") for key in state):  # a whole VGG19 state dict
-            state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-        features = random_vgg19_features()
-        features.load_state_dict(state)
+        features.load_state_dict(features_only(load_state_dict(weights)))
         return features
     if weights is not None:
         try:
-            return get_model_or_explain("vgg19", weights=resolve_weights("vgg19", weights)).features
+            features.load_state_dict(features_only(pretrained_state_dict(arch, weights)))
+            return features
         except RuntimeError as err:
             reason = str(err)
     else:
-        reason = "model.weights is null"
-    message = (
-        f"VGG19 RUNS WITH RANDOM WEIGHTS ({reason}). Style transfer needs ImageNet features: "
-        "results are meaningless except as a smoke test."
-    )
-    log.warning(message)
-    warnings.warn(message, stacklevel=2)
-    return random_vgg19_features()
+        reason = "the weights are null"
+    warn_random_weights(arch.upper(), reason)
+    return features
 
 
-class VGGFeatures(nn.Module):
-    """Maps images in [0, 1] to a dict of the requested layers' activations; never trained."""
+class VGGFeatures(LayerFeatures):
+    """torchvision's VGG19 (or VGG16) convolutional stack, frozen, layers named by block.
+
+    Its ReLUs are not in place (an in-place ReLU would overwrite a captured convolution output);
+    `pooling="avg"` replaces max pooling by average pooling (Gatys et al.).
+    """
 
     def __init__(self, weights: str | None = "DEFAULT", pooling: str = "max",
-                 layers: list[str] | None = None) -> None:
-        super().__init__()
+                 layers: list[str] | None = None, arch: str = "vgg19") -> None:
         if pooling not in ("max", "avg"):
             raise ConfigError(f"model.pooling must be 'max' or 'avg', not {pooling!r}.")
-        features = load_vgg19_features(weights)
-        self.all_names = vgg_layer_names(features)
+        features = load_vgg_features(weights, arch)
         stack = []
         for module in features:
             if isinstance(module, nn.ReLU):
-                module = nn.ReLU(inplace=False)  # an in-place ReLU would overwrite a captured conv output
+                module = nn.ReLU(inplace=False)
             elif isinstance(module, nn.MaxPool2d) and pooling == "avg":
                 module = nn.AvgPool2d(kernel_size=2, stride=2)
             stack.append(module)
-        self.features = nn.Sequential(*stack).eval().requires_grad_(False)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.layers: set[str] = set()
-        if layers:
-            self.capture(layers)
-
-    def capture(self, layers: list[str]) -> None:
-        """Return these layers from now on, and drop every layer deeper than the deepest of them."""
-        unknown = [layer for layer in layers if layer not in self.all_names[: len(self.features)]]
-        if unknown:
-            raise ConfigError(f"Unknown VGG19 layer(s) {unknown}. Valid names: {', '.join(self.all_names)}")
-        deepest = max(self.all_names.index(layer) for layer in layers)
-        if deepest + 1 < len(self.features):
-            self.features = self.features[: deepest + 1]
-        self.layers = set(layers)
-
-    def train(self, mode: bool = True) -> VGGFeatures:
-        return super().train(False)  # always evaluated: there is nothing to train
-
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = (image - self.mean) / self.std
-        captured = {}
-        for name, module in zip(self.all_names, self.features, strict=False):
-            x = module(x)
-            if name in self.layers:
-                captured[name] = x
-        return captured
+        super().__init__(nn.Sequential(*stack), vgg_layer_names(features), arch.upper(), layers)

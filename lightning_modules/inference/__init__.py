@@ -1,1 +1,0 @@
-"""Using a trained network outside training: input listing, inference modes, writers, export, runtimes."""
