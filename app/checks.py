@@ -30,21 +30,23 @@ TYPED_KEYS = (
     ("trainer.limit_test_batches", "number", True, "0.25 (a fraction) or 10 (batches)", 0),
     ("trainer.gradient_clip_val", "number", True, "1.0", 0),
     ("data.batch_size", "whole", False, "64", 1),
-    ("data.num_workers", "whole", False, "4", 0),
+    ("data.num_workers", "workers", False, "4 or auto", 0),
     ("optimizer.lr", "number", False, "1e-3", 0),
     ("optimizer.weight_decay", "number", True, "1e-4", 0),
     ("optimizer.momentum", "number", True, "0.9", 0),
 )
 
 
-KINDS = {"whole": "a whole number", "number": "a number"}
+KINDS = {"whole": "a whole number", "number": "a number", "workers": "a whole number or auto"}
 
 
 ABSENT = object()
 
 
 def has_kind(value: Any, kind: str) -> bool:
-    """Whether `value` is a whole number (kind "whole") or any real number (kind "number")."""
+    """Whether `value` is a whole number ("whole"; "workers": or `auto`) or any real number ("number")."""
+    if kind == "workers":
+        return value == "auto" or has_kind(value, "whole")
     numeric = (int,) if kind == "whole" else (int, float)
     return isinstance(value, numeric) and not isinstance(value, bool)
 
@@ -68,7 +70,7 @@ def check_value_types(cfg: DictConfig) -> None:
         if not has_kind(value, kind):
             raise ConfigError(f"{key}={value!r} is not {KINDS[kind]}: {where_set(key)}. "
                               f"Give {KINDS[kind]}, e.g. {key}={example}.")
-        if minimum is not None and value < minimum:
+        if minimum is not None and value != "auto" and value < minimum:
             raise ConfigError(f"{key}={value!r} is below {minimum}, the smallest value it takes: "
                               f"{where_set(key)}. Give e.g. {key}={example}.")
         if key.startswith("trainer.limit_") and isinstance(value, float) and value > 1 and value % 1:

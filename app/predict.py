@@ -23,6 +23,7 @@ from callbacks.cam import PredictionCAM
 from callbacks.throughput import Throughput
 from core.contracts import ModelInfo, Preprocessing, SegmentationInference, stride_follows_crop
 from core.errors import ConfigError, DataError
+from datamodules.base import loader_workers
 from datamodules.transforms import preprocessing_transform
 from lightning_modules.inference import classify_logits, predict_batch, segment_logits
 
@@ -131,4 +132,4 @@ def predict(cfg: DictConfig) -> None:
     datamodule, module = build_from_checkpoint(config, checkpoint)
     run_predict_loop(cfg, module, str(config.task_name), datamodule.inference_preprocessing(),
                      class_names(checkpoint, int(config.data.num_classes)),
-                     int(config.data.get("num_workers", 0)))
+                     loader_workers(config.data.get("num_workers", 0)))

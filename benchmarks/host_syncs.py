@@ -1,19 +1,25 @@
 """Host-device synchronisations per step: what makes a GPU wait, counted on any machine.
 
-    python benchmarks/host_syncs.py [--quick]
+    python benchmarks/host_syncs.py [--quick] [--device cpu|cuda] [--explain]
 
 On a CUDA device some operations make the host wait until the queued work is done: reading a
-scalar (`.item()`, `float()`, a 0-dim tensor passed where a Python number is expected),
-boolean-mask indexing and `nonzero` (the result's size), `bincount` (it reads the maximum). Each
-wait leaves the GPU idle while the host then launches the next kernels, which is what costs when
-steps are short. The operations are counted here by a TorchDispatchMode on the CPU, so the figures
-need no GPU and are the same on every machine. Counted:
+value (`.item()`, `float()`, `bool()`), boolean-mask indexing and `nonzero` (the result's size),
+`unique`, `bincount` (it reads the maximum), blocking copies to the host. Each wait leaves the GPU
+idle while the host then launches the next kernels, which is what costs when steps are short.
 
-- task=style, per L-BFGS function evaluation: torch.optim.LBFGS against lightning_modules.lbfgs.LBFGS
-  (the config's optimizer: strong Wolfe line search, history 100);
-- task=segment, per training step of run.py's Trainer (forward, loss, backward, metrics, logging;
-  not Adam's update, see CountSteps): training-stage metrics on every batch, on every 10th, or off
-  (`task.train_metrics_every_n_batches`). The plain loop of benchmarks/segmentation.py reads nothing.
+With `--device cpu` (the default) `callbacks.host_syncs.SyncCounter` counts them on the CPU: it
+follows which tensors would live on the GPU (the model's, the batch's and everything computed from
+them) and counts the operations above on those, so the figures need no GPU. With `--device cuda` the
+same cases train on the GPU and torch's own `torch.cuda.set_sync_debug_mode("warn")` counts. Counted:
+
+- task=classify as `python run.py` runs it (default callbacks, TensorBoard, rich progress bar), per
+  training step: every callback, the logger, the progress bar, the optimizer and the loading of the
+  next batch fall inside the window (one step's start to the next's, within one epoch, after warm-up);
+  then with the TQDM bar instead, and with the weights' EMA (`task.ema.decay`);
+- task=segment, per training step, with the training metrics on every batch, every 10th, or off
+  (`task.train_metrics_every_n_batches`; the metrics count the confusion with `scatter_add_`, where
+  torchmetrics' masking of the ignore index and `bincount` would wait);
+- task=style, per L-BFGS function evaluation: torch.optim.LBFGS against lightning_modules.lbfgs.LBFGS.
 """
 
 from __future__ import annotations
@@ -23,36 +29,62 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from common import machine_description, parse_args, print_table, style_lbfgs
-from torch.utils._python_dispatch import TorchDispatchMode
 
-ALWAYS_SYNCING = {"_local_scalar_dense", "nonzero", "masked_select", "bincount", "unique", "_unique2",
-                  "unique_consecutive", "unique_dim", "repeat_interleave"}
-MASK_INDEXING = {"index", "index_put", "index_put_", "_index_put_impl_"}
+from callbacks.host_syncs import CountHostSyncs, SyncCounter
+from core.host_copy import HostCopy
 
-
-def synchronises(name: str, args: tuple[Any, ...]) -> bool:
-    """Whether the aten operation `name` called with `args` waits for a CUDA device."""
-    if name in ALWAYS_SYNCING:
-        return True
-    indices = args[1] if name in MASK_INDEXING and len(args) > 1 else ()
-    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices or ())
+CLASSIFY = {
+    "python run.py (rich progress bar)": [],
+    "TQDM progress bar": ["~callbacks.rich_progress_bar"],
+    "EMA of the weights": ["task.ema.decay=0.999"],
+}
+SEGMENT = {"train metrics every batch": 1, "train metrics every 10th batch": 10, "train metrics off": 0}
 
 
-class SyncCounter(TorchDispatchMode):
-    """Counts the operations that would synchronise a CUDA device, while `active`."""
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Evaluations and steps counted, the device, and where each sync comes from."""
+    parser.add_argument("--evaluations", type=int, default=300, help="L-BFGS evaluations of task=style")
+    parser.add_argument("--steps", type=int, default=15, help="counted training steps (within one epoch)")
+    parser.add_argument("--warmup", type=int, default=3, help="uncounted first training steps")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu: count on the CPU what CUDA would wait for; cuda: torch's sync debug mode")
+    parser.add_argument("--explain", action="store_true", help="print each counted operation and its caller")
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.active = True
-        self.count = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if self.active and synchronises(func.overloadpacket.__name__, args):
-            self.count += 1
-        return func(*args, **(kwargs or {}))
+def training_syncs_per_step(overrides: list[str], args: argparse.Namespace, work: Path) -> float:
+    """Synchronisations per steady-state training step of run.py's Trainer for `overrides`."""
+    from app import build as app_build
+    from app.compose import compose_config
+
+    accelerator = "gpu" if args.device == "cuda" else "cpu"
+    base = [*overrides, f"trainer.accelerator={accelerator}", "test=false", "print_config=none"]
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(compose_config(base, work / "probe").data)  # to keep the window in one epoch
+    datamodule.setup("fit")
+    batches = len(datamodule.train_dataloader())
+    steps = min(args.steps, batches - args.warmup - 1)
+    cfg = compose_config([*base, f"trainer.max_steps={args.warmup + steps + 1}"], work / "run")
+    datamodule, module, trainer = app_build.build(cfg)
+    counter = SyncCounter(explain=args.explain) if args.device == "cpu" else None
+    counting = CountHostSyncs(args.warmup, steps, counter)
+    trainer.callbacks.insert(0, counting)
+    if counter is None:
+        trainer.fit(module, datamodule=datamodule)
+    else:
+        with counter:
+            trainer.fit(module, datamodule=datamodule)
+        explain(counter, steps)
+    assert counting.counted_steps == steps, (counting.counted_steps, steps)
+    return counting.per_step
+
+
+def explain(counter: SyncCounter, steps: int) -> None:
+    """With --explain: each counted operation, its caller and its count per step."""
+    for where, count in counter.where.most_common():
+        print(f"  {count / steps:.2f}/step  {where}")
 
 
 def style_syncs_per_evaluation(optimizer: str, evaluations: int, size: int) -> float:
@@ -68,78 +100,51 @@ def style_syncs_per_evaluation(optimizer: str, evaluations: int, size: int) -> f
     sample = {"name": "noise", "content": images[0], "styles": [images[1]], "style_names": ["noise"],
               "style_weights": torch.tensor([1.0])}
     with SyncCounter() as counter:
+        counter.on_device(module, sample)
+        counter.active = True
         history = module.stylize(sample)["history"]
     return counter.count / len(history)
 
 
-class CountSteps(pl.Callback):
-    """Switches a SyncCounter on from training step `warmup`, off during Adam's update; counts the steps.
-
-    Adam keeps its step counter on the CPU even for CUDA parameters (unless `capturable`), so its
-    scalar reads, which the CPU count would include, cost a GPU run nothing.
-    """
-
-    def __init__(self, counter: SyncCounter, warmup: int) -> None:
-        self.counter, self.warmup, self.steps = counter, warmup, 0
-
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        self.counter.active = trainer.global_step >= self.warmup
-        self.steps += self.counter.active
-
-    def on_before_optimizer_step(self, *args: Any) -> None:
-        self.counter.active = False
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        self.counter.active = trainer.global_step > self.warmup  # the logger's reads come after this
-
-
-def segmentation_syncs_per_step(every: int, steps: int, warmup: int, work: Path) -> float:
-    """Synchronisations per training step of run.py's segmentation Trainer (steps after `warmup`)."""
-    from app import build as app_build
-    from app.compose import compose_config
-
-    cfg = compose_config([
-        "task=segment", "model.base_width=8", "data.image_size=64", "data.batch_size=4",
-        f"data.train_scenes={4 * (steps + warmup)}", "data.val_scenes=4", "data.test_scenes=4",
-        f"trainer.max_steps={steps + warmup}", "trainer.max_epochs=1", "trainer.limit_val_batches=0",
-        "+trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=10", "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar", "test=false",
-        f"task.train_metrics_every_n_batches={every}",
-    ], work / f"every{every}")
-    datamodule, module, trainer = app_build.build(cfg)
-    counter = SyncCounter()
-    counting = CountSteps(counter, warmup)
-    trainer.callbacks.append(counting)
-    counter.active = False
-    with counter:
-        trainer.fit(module, datamodule=datamodule)
-    return counter.count / counting.steps
-
-
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """Evaluations and steps counted."""
-    parser.add_argument("--evaluations", type=int, default=300, help="L-BFGS evaluations of task=style")
-    parser.add_argument("--steps", type=int, default=30, help="counted segmentation training steps")
+def training_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per classify and segment case."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, (label, overrides) in enumerate(CLASSIFY.items()):
+            syncs = training_syncs_per_step(overrides, args, Path(tmp) / f"classify{index}")
+            rows.append({"case": "task=classify, per training step", "variant": label, "syncs": syncs})
+        segment = ["task=segment", "model.base_width=8", "data.image_size=64", "data.batch_size=4",
+                   "data.train_scenes=128", "data.val_scenes=4", "data.test_scenes=4"]
+        for label, every in SEGMENT.items():
+            overrides = [*segment, f"task.train_metrics_every_n_batches={every}"]
+            syncs = training_syncs_per_step(overrides, args, Path(tmp) / f"segment{every}")
+            rows.append({"case": "task=segment, per training step", "variant": label, "syncs": syncs})
+    return rows
 
 
 def main() -> None:
-    """Count both cases and print one table."""
+    """Count every case and print one table."""
     args = parse_args(__doc__.splitlines()[0], add_options)
     if args.quick:
-        args.evaluations, args.steps = 12, 3
-    rows: list[dict[str, object]] = []
-    for optimizer in ("torch.optim.LBFGS", "lightning_modules.lbfgs.LBFGS"):
-        syncs = style_syncs_per_evaluation(optimizer, args.evaluations, size=32)
-        rows.append({"case": f"task=style, {args.evaluations} evaluations", "variant": optimizer,
-                     "syncs": syncs, "per": "evaluation"})
-    with tempfile.TemporaryDirectory() as tmp:
-        for every, label in [(1, "every batch"), (10, "every 10th batch"), (0, "off")]:
-            syncs = segmentation_syncs_per_step(every, args.steps, warmup=2, work=Path(tmp))
-            rows.append({"case": f"task=segment, {args.steps} steps", "variant": f"train metrics {label}",
-                         "syncs": syncs, "per": "training step"})
-    print_table(f"Host-device synchronisations ({machine_description()})", rows)
-    ratio = rows[0]["syncs"] / max(rows[1]["syncs"], 1e-9)
-    print(f"ratio torch.optim.LBFGS/LBFGS [syncs per style evaluation]: {ratio:.1f}")
+        args.evaluations, args.steps, args.warmup = 12, 3, 2
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("skipped: --device cuda needs a CUDA device")
+        return
+    rows = training_rows(args)
+    default = rows[0]["syncs"]
+    if args.device == "cpu":
+        for optimizer in ("torch.optim.LBFGS", "lightning_modules.lbfgs.LBFGS"):
+            syncs = style_syncs_per_evaluation(optimizer, args.evaluations, size=32)
+            rows.append({"case": f"task=style, per L-BFGS evaluation ({args.evaluations})",
+                         "variant": optimizer, "syncs": syncs})
+    counted_by = "SyncCounter on the CPU" if args.device == "cpu" else "torch.cuda.set_sync_debug_mode"
+    print_table(f"Host-device synchronisations, {args.steps} steps after {args.warmup} "
+                f"({counted_by}; {machine_description()})", rows)
+    print(f"host syncs per training step [python run.py defaults]: {default:.3g}")
+    print(f"host copies that had to wait for the device: {HostCopy.waits}")
+    if args.device == "cpu":
+        ratio = rows[-2]["syncs"] / max(rows[-1]["syncs"], 1e-9)
+        print(f"ratio torch.optim.LBFGS/LBFGS [syncs per style evaluation]: {ratio:.1f}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,12 @@ datamodule's training loader over the same folder (after a warm-up epoch).
 
 `--policies`: instead, the datamodule's training loader with each `augment` policy (and
 RandomResizedCrop + random erasing), in images/s against `augment=basic`: what a policy costs.
+
+Then the datamodule's training loader against its worker count: 1, 2 and every CPU this process
+may use (what `data.num_workers=auto` starts from), in images/s and against one worker. With a CUDA
+device, images/s delivered on the GPU, ready for the network: decoding in the workers
+(`data.decode=cpu`, `data.num_workers=auto`, pinned batches copied without blocking) against
+decoding on the GPU (`data.decode=gpu`: the workers only read the files).
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--scan-images", type=int, default=6700, help="JPEGs for the scan (MIT67: 6,700)")
     parser.add_argument("--scan-only", action="store_true", help="measure only the header scan")
+    parser.add_argument("--workers-only", action="store_true",
+                        help="measure only images/s against workers, and CPU against GPU decoding")
     parser.add_argument("--policies", action="store_true",
                         help="compare the augment policies' loader images/s against augment=basic")
 
@@ -162,10 +170,71 @@ def main() -> None:
     if args.quick:
         args.images, args.classes, args.repeats, args.scan_images = 48, 4, 1, 200
     print(f"Machine: {machine_description()}; loader workers: {args.workers}")
+    if args.workers_only:
+        measure_workers_and_decoding(args)
+        return
     if not args.scan_only:
         measure_loaders(args)
     if not args.policies:
         measure_scan(args)
+    if not (args.scan_only or args.policies):
+        measure_workers_and_decoding(args)
+
+
+def mit67_loader(root: Path, args: argparse.Namespace, workers: int | str, decode: str = "cpu",
+                 pin: bool = False) -> tuple[MIT67DataModule, DataLoader]:
+    """The MIT67 datamodule's training loader over `root` (batches of args.batch_size, last one dropped)."""
+    datamodule = MIT67DataModule(
+        str(root), num_classes=args.classes, channels=3, image_size=224, resize_size=256, decode=decode,
+        batch_size=args.batch_size, num_workers=workers, persistent_workers=True, pin_memory=pin,
+        drop_last=True,
+    )
+    datamodule.setup("fit")
+    return datamodule, datamodule.train_dataloader()
+
+
+def on_device_epoch(datamodule: MIT67DataModule, loader: DataLoader, device: torch.device) -> int:
+    """One epoch of batches made ready on `device` (decoded and transformed there for data.decode=gpu)."""
+    count = 0
+    for batch in loader:
+        images, _ = datamodule.transfer_batch_to_device(batch, device, 0)
+        count += len(images)
+    torch.cuda.synchronize(device)
+    return count
+
+
+def measure_workers_and_decoding(args: argparse.Namespace) -> None:
+    """Loader images/s against the worker count; with CUDA, CPU against GPU decoding, on the device."""
+    from datamodules.base import loader_workers
+
+    cpus = loader_workers("auto") + 1
+    counts = sorted({1, 2, cpus})
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_mit67_jpegs(Path(tmp), args.images, args.classes)
+        loaders = {workers: mit67_loader(root, args, workers)[1] for workers in counts}
+        seconds = interleaved_medians(
+            {workers: lambda dl=dl: sum(len(images) for images, _ in dl) for workers, dl in loaders.items()},
+            args.repeats)
+        images = len(loaders[1]) * args.batch_size
+        rates = {workers: images / s for workers, s in seconds.items()}
+        print_table(f"MIT67 training loader against workers, {images} images an epoch, "
+                    f"batch {args.batch_size}, median of {args.repeats} epochs", [
+                        {"workers": workers, "images/s": rate, "vs 1 worker": rate / rates[1]}
+                        for workers, rate in rates.items()])
+        print(f"ratio {cpus} workers/1 worker [training loader]: {rates[cpus] / rates[1]:.3f}")
+        if not torch.cuda.is_available():
+            print("CPU against GPU decoding: skipped, no CUDA device")
+            return
+        device = torch.device("cuda")
+        pipelines = {decode: mit67_loader(root, args, "auto", decode, pin=True) for decode in ("cpu", "gpu")}
+        epochs = {decode: lambda p=p: on_device_epoch(*p, device) for decode, p in pipelines.items()}
+        seconds = interleaved_medians(epochs, args.repeats)
+    rates = {decode: images / s for decode, s in seconds.items()}
+    print_table(f"Images/s ready on the GPU, {images} images an epoch, batch {args.batch_size}, "
+                f"data.num_workers=auto ({loader_workers('auto')}), median of {args.repeats} epochs", [
+                    {"decode": f"data.decode={decode}", "images/s": rate, "vs cpu": rate / rates["cpu"]}
+                    for decode, rate in rates.items()])
+    print(f"ratio gpu/cpu decode [images/s on the GPU]: {rates['gpu'] / rates['cpu']:.3f}")
 
 
 def measure_loaders(args: argparse.Namespace) -> None:

@@ -43,31 +43,41 @@ class StepTimer(pl.Callback):
             self.seconds_per_step = (time.perf_counter() - self.start) / self.steps
 
 
-def framework_seconds_per_step(cfg: DictConfig, warmup: int, steps: int) -> float:
-    """Seconds per step of run.py's Trainer for `cfg` (everything run.build makes), after `warmup` steps."""
+def framework_seconds_per_step(cfg: DictConfig, warmup: int, steps: int,
+                               datamodule: pl.LightningDataModule | None = None) -> float:
+    """Seconds per step of run.py's Trainer for `cfg` (everything app.build.build makes), after `warmup`
+    steps; trained on `datamodule` instead of the config's when given."""
     from app import build as app_build
 
-    datamodule, module, trainer = app_build.build(cfg)
+    built, module, trainer = app_build.build(cfg)
     timer = StepTimer(warmup, steps)
     trainer.callbacks.append(timer)
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule or built)
     if timer.seconds_per_step is None:
         raise ValueError(f"The run stopped before step {warmup + steps}: raise trainer.max_steps, or "
                          "give the datamodule more batches per epoch.")
     return timer.seconds_per_step
 
 
-def plain_seconds_per_step(cfg: DictConfig, warmup: int, steps: int) -> float:
-    """Seconds per step of a hand-written loop with `cfg`'s data, network, loss and optimizer.
+def plain_seconds_per_step(cfg: DictConfig, warmup: int, steps: int,
+                           datamodule: pl.LightningDataModule | None = None) -> float:
+    """Seconds per step of a hand-written loop with `cfg`'s data (or `datamodule`'s), network, loss and
+    optimizer.
 
     It applies the run's precision (autocast, and a GradScaler for fp16), channels_last and
     torch.compile as a careful user would by hand; nothing else: no metrics, logging or callbacks.
+    Batches reach the device as the datamodule sends them (`transfer_batch_to_device`: a non-blocking
+    copy of pinned memory, or its own decoding there).
     """
     pl.seed_everything(cfg.seed, workers=True)
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     use_cuda = accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     device = torch.device("cuda" if use_cuda else "cpu")
-    datamodule = instantiate(cfg.data)
+    if datamodule is None:
+        datamodule = instantiate(cfg.data)
+    datamodule.trainer = None
+    if getattr(datamodule, "pin_memory", None) == "auto":  # what "auto" does under a CUDA trainer
+        datamodule.pin_memory = device.type == "cuda"
     datamodule.setup("fit")
     net = instantiate(cfg.model).to(device)
     if cfg.get("channels_last"):
@@ -83,12 +93,11 @@ def plain_seconds_per_step(cfg: DictConfig, warmup: int, steps: int) -> float:
         raise ValueError("The training loader has no batches: lower data.batch_size or drop_last.")
     epochs = (batch for _ in itertools.count() for batch in loader)  # as many epochs as the steps need
     start = 0.0
-    for step, (images, targets) in enumerate(epochs):
+    for step, batch in enumerate(epochs):
         if step == warmup:
             synchronize(device)
             start = time.perf_counter()
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
+        images, targets = datamodule.transfer_batch_to_device(batch, device, 0)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = loss_of(model(images), targets)
         optimizer.zero_grad(set_to_none=True)

@@ -4,6 +4,7 @@ download) of those read from files."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,17 @@ def stratified_fold(
     return np.sort(train), np.sort(val)
 
 
+def loader_workers(num_workers: int | str, local_processes: int = 1) -> int:
+    """`data.num_workers` as a count. `auto`: the CPUs this process may run on (its affinity, which
+    SLURM and containers restrict), shared among the node's training processes, less one for each
+    process's own work; an explicit number is kept."""
+    if num_workers == "auto":
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(0, cpus // max(1, local_processes) - 1)
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ConfigError(f"data.num_workers={num_workers!r}: give a number of loader processes (0: load "
+                          "in the training process) or data.num_workers=auto (the CPUs available, less one).")
+    return num_workers
 SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
 
 
@@ -174,7 +186,7 @@ class VisionDataModule(pl.LightningDataModule):
         channels: int,
         image_size: int,
         batch_size: int = 64,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         pin_memory: bool | str = "auto",
         persistent_workers: bool = False,
         drop_last: bool = False,
@@ -185,9 +197,10 @@ class VisionDataModule(pl.LightningDataModule):
         self.channels = channels
         self.image_size = image_size
         self.batch_size = batch_size
+        loader_workers(num_workers)  # checked now, resolved when the trainer says how many processes share
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.persistent_workers = persistent_workers
         self.drop_last = drop_last
         self.split_seed = split_seed
         self.classes: list[str] = []
@@ -261,12 +274,16 @@ class VisionDataModule(pl.LightningDataModule):
             self.datasets[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
-            num_workers=self.num_workers,
+            num_workers=self.workers(),
             pin_memory=self.pins_memory(),
-            persistent_workers=self.persistent_workers,
+            persistent_workers=self.persistent_workers and self.workers() > 0,
             drop_last=drop_last,
             collate_fn=self.collate_fn(split),
         )
+
+    def workers(self) -> int:
+        """Loader processes: `num_workers`, with "auto" shared among this node's training processes."""
+        return loader_workers(self.num_workers, self.trainer.num_devices if self.trainer is not None else 1)
 
     def pins_memory(self) -> bool:
         """`pin_memory`, where "auto" pins exactly when the trainer's device is a CUDA GPU."""

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch.utils.data import Dataset, TensorDataset
+from torchvision.transforms import v2
 
 from core.errors import ConfigError
 from datamodules.augment import Augment, Geometry, resize_and_crop
@@ -46,14 +47,18 @@ class DigitsDataModule(ClassificationDataModule):
         self,
         num_classes: int = 10,
         channels: int = 1,
-        image_size: int = 28,
+        image_size: int = 16,
         test_fraction: float = 0.2,
         val_fraction: float = 0.1,
+        translate: float = 0.125,
         augment: Augment | None = None,
         **loader_options: object,
     ) -> None:
         if channels != 1:
             raise ConfigError("The digits are grayscale: set data.channels=1.")
+        if not 0 <= translate < 0.5:
+            raise ConfigError(f"data.translate={translate}: a shift as a fraction of the side, in [0, 0.5).")
+        self.translate = translate
         super().__init__(num_classes, channels, image_size, **loader_options)
         self.test_fraction = test_fraction
         self.val_fraction = val_fraction
@@ -62,7 +67,11 @@ class DigitsDataModule(ClassificationDataModule):
     def build_datasets(self) -> dict[str, Dataset]:
         images, labels = load_digit_images(self.image_size)
         augment = self.augment
-        geometry = Geometry(random=[], fixed=resize_and_crop(
+        # augment=basic: random shifts, as a zero-padded random crop (cheap per image; a digit is no
+        # digit mirrored); evaluation: the images as they are
+        padding = round(self.translate * self.image_size)
+        shifts = [v2.RandomCrop(self.image_size, padding=padding)] if padding else []
+        geometry = Geometry(random=shifts, fixed=resize_and_crop(
             augment.eval_resize_size, augment.eval_crop_size, augment.interpolation_mode), hflip=0.0)
         train_tf = augment.train_transform(geometry, augment.train_crop_size or self.image_size,
                                            self.mean, self.std)

@@ -233,7 +233,7 @@ class ImageFileDataset(Dataset):
         for offset in range(len(self.samples)):
             path, label = self.samples[(index + offset) % len(self.samples)]
             try:
-                image = read_image(path, self.mode, self.min_size, self.max_pixels)
+                image = self.read(path)
             except UnreadableImageError as err:
                 if not self.skip_bad_images:
                     raise type(err)(f"{err} {SKIP_HINT}") from err
@@ -241,6 +241,10 @@ class ImageFileDataset(Dataset):
                 continue
             return (self.transform(image) if self.transform else image), label
         raise UnreadableImageError("No image in this dataset can be read. " + SKIP_HINT)
+
+    def read(self, path: Path) -> Any:
+        """One sample's image as the transform takes it: here decoded (`read_image`)."""
+        return read_image(path, self.mode, self.min_size, self.max_pixels)
 
 
 def is_clutter(name: str) -> bool:

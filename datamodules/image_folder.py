@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
@@ -14,6 +16,13 @@ from core.contracts import Preprocessing
 from core.errors import DataError, MissingDataError
 from datamodules.augment import Augment, Geometry, resize_and_crop
 from datamodules.base import ClassificationDataModule, FilesUnderRoot
+from datamodules.gpu_decode import (
+    EncodedBatch,
+    EncodedImageFiles,
+    check_decoder,
+    collate_encoded,
+    decode_on_device,
+)
 from datamodules.image_files import (
     DEFAULT_MAX_PIXELS,
     ImageFileDataset,
@@ -41,9 +50,13 @@ class ImageFolderDataModule(FilesUnderRoot, ClassificationDataModule):
         skip_bad_images: bool = False,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         augment: Augment | None = None,
+        decode: str = "cpu",
         **options: Any,
     ) -> None:
         super().__init__(root, **options)
+        check_decoder(decode)
+        self.decode = decode
+        self.device_transforms: dict[str, Callable] = {}  # data.decode=gpu: each split's, run on the device
         self.resize_size = resize_size
         self.val_fraction = val_fraction
         self.skip_bad_images = skip_bad_images
@@ -146,11 +159,30 @@ class ImageFolderDataModule(FilesUnderRoot, ClassificationDataModule):
         train_tf = self.augment.train_transform(geometry, self.augment.train_crop_size or self.image_size,
                                                 mean, std)
         eval_tf = self.augment.eval_transform(geometry, mean, std)
+        transforms = {split: train_tf if split == "train" else eval_tf for split in samples}
+        if self.decode == "gpu":  # workers read the files; the device decodes and transforms
+            self.device_transforms, transforms = transforms, dict.fromkeys(samples)
+        dataset = EncodedImageFiles if self.decode == "gpu" else ImageFileDataset
         return {
-            split: ImageFileDataset(
-                split_samples, train_tf if split == "train" else eval_tf, mode=mode,
-                min_size=self.decode_size(), skip_bad_images=self.skip_bad_images,
-                max_pixels=self.max_image_pixels,
+            split: dataset(
+                split_samples, transforms[split], mode=mode, min_size=self.decode_size(),
+                skip_bad_images=self.skip_bad_images, max_pixels=self.max_image_pixels,
             )
             for split, split_samples in samples.items()
         }
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.trainer is not None:
+            check_decoder(self.decode, self.trainer.strategy.root_device)
+        super().setup(stage)
+
+    def collate_fn(self, split: str) -> Callable | None:
+        return collate_encoded(split) if self.decode == "gpu" else None
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """data.decode=gpu: decode and transform the batch on `device`; otherwise move it there."""
+        if isinstance(batch, EncodedBatch):
+            mode = "L" if self.channels == 1 else "RGB"
+            return decode_on_device(batch, device, self.device_transforms[batch.split], mode,
+                                    self.skip_bad_images)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)

@@ -179,11 +179,16 @@ def configure_optimization(
 
 
 def max_lr_per_group(make_scheduler: Callable[..., Any], optimizer: Optimizer) -> Callable[..., Any]:
-    """A one-cycle partial whose single `max_lr` is scaled for each group as its lr is (`backbone_lr_mult`).
+    """A one-cycle partial with a `max_lr` for each group: a null `max_lr` peaks at each group's own lr
+    (the optimizer's, which the LR finder may have set); a number is scaled for each group as its lr is
+    (`param_groups.backbone_lr_mult`).
 
     OneCycleLR sets every group's lr from `max_lr`, so one value would undo the groups' own rates.
     """
-    max_lr = getattr(make_scheduler, "keywords", {}).get("max_lr")
+    keywords = getattr(make_scheduler, "keywords", {})
+    if "max_lr" in keywords and keywords["max_lr"] is None:
+        return functools.partial(make_scheduler, max_lr=[group["lr"] for group in optimizer.param_groups])
+    max_lr = keywords.get("max_lr")
     ratios = [group["lr"] / optimizer.defaults["lr"] for group in optimizer.param_groups]
     if not isinstance(max_lr, (int, float)) or all(ratio == 1.0 for ratio in ratios):
         return make_scheduler

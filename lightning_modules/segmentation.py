@@ -9,13 +9,13 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
 
 from core.contracts import SegmentationInference
 from core.errors import ConfigError
 from lightning_modules.distillation import distill_options
 from lightning_modules.inference import segment_logits
 from lightning_modules.losses import SegmentationLoss
+from lightning_modules.metrics import Accuracy, F1Score, JaccardIndex
 from lightning_modules.optimization import ParamGroups
 from lightning_modules.supervised import SupervisedTask
 
@@ -76,13 +76,15 @@ class SegmentationModule(SupervisedTask):
 
     def make_metrics(self) -> MetricCollection:
         # The datamodules check mask values before training; torchmetrics' per-batch argument
-        # checks would scan every mask again and synchronise with the device at each step.
+        # checks would scan every mask again and synchronise with the device at each step, and its
+        # counting masks out the ignore index and uses bincount (both wait for a GPU): these count
+        # the same integers with scatter_add_.
         options = {"num_classes": self.num_classes, "ignore_index": self.ignore_index,
                    "validate_args": False}
         return MetricCollection({
-            "miou": MulticlassJaccardIndex(average="macro", **options),
-            "pixel_acc": MulticlassAccuracy(average="micro", **options),
-            "dice": MulticlassF1Score(average="macro", **options),
+            "miou": JaccardIndex(average="macro", **options),
+            "pixel_acc": Accuracy(average="micro", **options),
+            "dice": F1Score(average="macro", **options),
         }, compute_groups=False)  # no merging of states found equal after one batch (see classification)
 
     def forward(self, x: torch.Tensor) -> Output:

@@ -11,14 +11,16 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.optim import Optimizer
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MetricCollection
 
 from core.contracts import PRUNED_KEY
 from core.errors import ConfigError
 from lightning_modules.distillation import Distillation
 from lightning_modules.inference import predict_batch
+from lightning_modules.metrics import SampleMean
 from lightning_modules.optimization import ParamGroups, configure_optimization
 from lightning_modules.pruning import layer_shapes, reshape_to
+from lightning_modules.step_loss import StepLossReporter
 
 STAGES = ("train", "val", "test")
 
@@ -47,6 +49,7 @@ class SupervisedTask(pl.LightningModule):
         self.param_groups = param_groups
         self.train_metrics_every_n_batches = train_metrics_every_n_batches
         self._metrics_logged: set[str] = set()  # stages whose metric objects are logged this epoch
+        self._step_loss = StepLossReporter()
         self._counted_batch: tuple[int, int] | None = None
         self.distillation: Distillation | None = None  # set by attach_teacher (task.distill.teacher)
         self.pruning: dict[str, Any] | None = None  # how the network was pruned, when it was
@@ -118,10 +121,9 @@ class SupervisedTask(pl.LightningModule):
         """Create one metric collection per stage, registered so that Lightning moves and syncs them."""
         for stage in STAGES:
             setattr(self, f"{stage}_metrics", self.make_metrics().clone(prefix=f"{stage}/"))
-        # Evaluation losses as metrics: their sums and counts add up across processes, so the logged
-        # loss is the mean over samples however they were shared out (float64: exact to float32).
-        self.val_loss = MeanMetric().set_dtype(torch.float64)
-        self.test_loss = MeanMetric().set_dtype(torch.float64)
+            # Losses as metrics too: their sums and counts add up across processes, so the logged
+            # loss is the mean over samples however they were shared out.
+            setattr(self, f"{stage}_loss", SampleMean())
 
     def forward(self, x: torch.Tensor) -> Any:
         return self.net(x)
@@ -131,32 +133,47 @@ class SupervisedTask(pl.LightningModule):
         output = self.inference_logits(x) if stage == "test" else self(x)
         loss = self.training_loss(x, output, y) if stage == "train" else self.compute_loss(output, y)
         preds = self.predictions(output)
-        if stage == "train":
-            self.log("train/loss", loss, on_step=True, on_epoch=True, sync_dist=True, batch_size=x.shape[0],
-                     prog_bar=True)
-        else:
-            mean_loss = getattr(self, f"{stage}_loss")
-            mean_loss.update(loss.detach(), weight=x.shape[0])
-            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        # Nothing here reads a value back from the device (no `.item()`, no per-step `self.log` of a
+        # tensor): a GPU's queue never drains while the host waits. Metric objects are logged once
+        # per epoch; Lightning computes them from their own state at epoch end.
+        getattr(self, f"{stage}_loss").update(loss, x.shape[0])
+        if stage not in self._metrics_logged:
+            self._log_loss(stage)
         if stage != "train" or self._updates_train_metrics(batch_idx):
             metrics = getattr(self, f"{stage}_metrics")
             metrics.update(preds, self.metric_target(y))
-            # Lightning computes a logged metric object from its own state at epoch end, so
-            # logging it once per epoch is enough; every call would move its state (~2 ms a batch).
-            if stage not in self._metrics_logged:
-                self._metrics_logged.add(stage)
-                self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=x.shape[0],
-                              prog_bar=stage == "val")
+            if f"{stage}_metrics" not in self._metrics_logged:
+                self._metrics_logged.add(f"{stage}_metrics")
+                self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return {"loss": loss, "preds": preds.detach(), "target": y}
 
+    def _log_loss(self, stage: str) -> None:
+        """Log the stage's loss metric for this epoch (the training loss of every N-th step: `_step_loss`)."""
+        self._metrics_logged.add(stage)
+        loss = getattr(self, f"{stage}_loss")
+        if stage == "train":  # the names Lightning gives a loss logged on step and epoch
+            self.log("train/loss", loss, on_step=False, on_epoch=True, logger=False)
+            self.log("train/loss_epoch", loss, on_step=False, on_epoch=True)
+        else:
+            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage == "val")
+
+    def on_train_start(self) -> None:
+        self._step_loss.start(self.global_step)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._step_loss.after_batch(self, outputs.get("loss") if isinstance(outputs, dict) else outputs)
+
     def on_train_epoch_start(self) -> None:
-        self._metrics_logged.discard("train")
+        self._metrics_logged -= {"train", "train_metrics"}
+
+    def on_train_epoch_end(self) -> None:
+        self._step_loss.flush(self)
 
     def on_validation_epoch_start(self) -> None:
-        self._metrics_logged.discard("val")
+        self._metrics_logged -= {"val", "val_metrics"}
 
     def on_test_epoch_start(self) -> None:
-        self._metrics_logged.discard("test")
+        self._metrics_logged -= {"test", "test_metrics"}
         if self.trainer.is_global_zero:
             print(f"Test metrics from {self.inference_description()} inference.")
         for logger in self.loggers:  # TensorBoard: which mode produced the test metrics
@@ -164,8 +181,8 @@ class SupervisedTask(pl.LightningModule):
                 logger.experiment.add_text("test/inference", self.inference_description(), self.global_step)
 
     def _updates_train_metrics(self, batch_idx: int) -> bool:
-        # A metric update on the GPU waits for the step to finish (torchmetrics counts with
-        # bincount and boolean masks), so sampling training batches lets steps queue up.
+        # Metric updates cost host time at every step (none waits for the device): sampling training
+        # batches saves it for runs whose steps are short.
         every = self.train_metrics_every_n_batches
         return every > 0 and batch_idx % every == 0
 

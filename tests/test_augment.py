@@ -104,7 +104,7 @@ def test_every_augment_option_composes_with_the_digits(make_config, option):
     assert dm.augment.policy == option and dm.augment.random_erasing == 0.25
     dm.setup("fit")
     images, labels = next(iter(dm.train_dataloader()))
-    assert images.shape == (dm.batch_size, 1, 28, 28) and images.dtype == torch.float32
+    assert images.shape == (dm.batch_size, 1, dm.image_size, dm.image_size) and images.dtype == torch.float32
     plain = DigitsDataModule()
     plain.setup()
     assert torch.equal(dm.datasets["val"].tensors[0], plain.datasets["val"].tensors[0])  # never augmented

@@ -130,7 +130,7 @@ def test_a_target_that_cannot_be_imported_says_how_to_make_it_importable(make_co
     (["optimizer=adamm"], ["optimizer=adamm: the optimizer group has no option adamm. Did you mean "
                            "optimizer=adam or optimizer=adamw? Its options: adam, adamw, lbfgs, sgd"]),
     (["optimizer.lrr=0.1"], ["`optimizer` has no key lrr. Did you mean optimizer.lr? Its keys: lr, "
-                             "weight_decay.", "torch.optim.Adam also takes amsgrad, betas"]),
+                             "weight_decay.", "torch.optim.AdamW also takes amsgrad, betas"]),
     (["trainer.max_epoch=3"], ["`trainer` has no key max_epoch. Did you mean trainer.max_epochs"]),
     (["-m", "optimiser=adam,sgd"], ["top level of the config has no key optimiser. Did you mean optimizer?"]),
     (["optimizer.lr=["], ["optimizer.lr=[: Hydra cannot read this override"]),

@@ -43,7 +43,7 @@ def test_onnx_and_torchscript_exports_verify_and_predict_the_checkpoints_top1(tm
         folder = tmp_path / fmt / "export"
         info = json.loads((folder / "model.json").read_text())
         assert info["file"] == file_name and info["task"] == "classify"
-        assert info["classes"] == [str(d) for d in range(10)] and info["input_size"] == [28, 28]
+        assert info["classes"] == [str(d) for d in range(10)] and info["input_size"] == [16, 16]
         assert info["mean"] == [0.3] and info["std"] == [0.4] and info["dynamic_axes"] == ["batch"]
         assert info["verification"]["max_abs_difference"] <= info["verification"]["tolerance"]
         assert info["verification"]["samples"] == 8 and "torch" in info["versions"]

@@ -41,7 +41,7 @@ def check_csv(run_dir: Path, metrics: dict[str, float]) -> None:
     final = [row for row in rows if row.get("hp/test/acc")]
     assert float(final[-1]["hp/test/acc"]) == pytest.approx(metrics["test/acc"])
     hparams = yaml.safe_load((run_dir / "csv" / "hparams.yaml").read_text())
-    assert hparams["optimizer"]["lr"] == 0.001 and hparams["data"]["_target_"].endswith("DigitsDataModule")
+    assert hparams["optimizer"]["lr"] == 0.005 and hparams["data"]["_target_"].endswith("DigitsDataModule")
 
 
 def check_mlflow(project_root: Path, run_dir: Path, metrics: dict[str, float]) -> None:
@@ -50,7 +50,7 @@ def check_mlflow(project_root: Path, run_dir: Path, metrics: dict[str, float]) -
     client = MlflowClient(f"sqlite:///{project_root}/outputs/mlflow.db")
     experiment = client.get_experiment_by_name("classify")
     (run,) = client.search_runs([experiment.experiment_id], f"tags.output_dir = '{run_dir}'")
-    assert run.data.params["optimizer/lr"] == "0.001"
+    assert run.data.params["optimizer/lr"] == "0.005"
     assert run.data.params["data/_target_"] == "datamodules.digits.DigitsDataModule"
     assert run.data.metrics["hp/test/acc"] == pytest.approx(metrics["test/acc"])
     assert run.data.metrics["hp/best/val/acc"] == pytest.approx(metrics["best/val/acc"])
@@ -60,7 +60,7 @@ def check_mlflow(project_root: Path, run_dir: Path, metrics: dict[str, float]) -
 
 def check_wandb(run_dir: Path, metrics: dict[str, float]) -> None:
     config, last = offline_run(run_dir)
-    assert config["optimizer"]["lr"] == 0.001 and config["task_name"] == "classify"
+    assert config["optimizer"]["lr"] == 0.005 and config["task_name"] == "classify"
     assert last["hp/test/acc"] == pytest.approx(metrics["test/acc"])
     for tag in (*FIGURES, HISTOGRAMS_FIGURE):
         (image,) = last[f"{tag}/filenames"]

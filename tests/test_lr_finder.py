@@ -31,10 +31,24 @@ def test_the_task_builds_its_optimizer_with_its_lr_attribute(make_config):
     assert module.configure_optimizers()["optimizer"].param_groups[0]["lr"] == 0.2
 
 
+def test_the_default_one_cycle_peaks_at_the_lr_the_optimizer_is_built_with(make_config):
+    cfg = make_config("optimizer.lr=0.05")
+    assert cfg.scheduler.scheduler._target_.endswith("OneCycleLR")  # classification's default recipe
+    module = instantiate(cfg.task, net=torch.nn.Linear(4, 10), optimizer=instantiate(cfg.optimizer),
+                         scheduler=instantiate(cfg.scheduler, _convert_="all"))
+    module.trainer = type("FakeTrainer", (), {"estimated_stepping_batches": 10, "num_training_batches": 10,
+                                              "accumulate_grad_batches": 1})()
+    for lr in (0.05, 0.2):  # the configured rate, then one the finder set
+        module.lr = lr
+        scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+        assert [group["max_lr"] for group in scheduler.optimizer.param_groups] == [lr]
+        assert scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(lr / 25)  # its start: max_lr / 25
+
+
 @pytest.mark.slow
 def test_callbacks_lr_finder_changes_the_learning_rate_the_run_trains_with(tmp_path):
     done = run_py(tmp_path, "callbacks=lr_finder", "callbacks.lr_finder.num_training_steps=20",
-                  "trainer.limit_train_batches=20")
+                  "trainer.limit_train_batches=20", "optimizer=adam", "scheduler=none")
 
     found = float(re.search(r"Learning rate set to ([0-9.e-]+)", done.stdout + done.stderr).group(1))
     (run_dir,) = run_dirs(tmp_path)

@@ -240,7 +240,8 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
     "task.evaluations=500": lambda fx: "task.evaluations=3",
 }
 # Tokens that need CUDA; the device count a command needs is trainer.devices x trainer.num_nodes.
-GPU_MARKERS = ("trainer.accelerator=gpu", "strategy=fsdp", "precision=16-mixed", "export.format=tensorrt")
+GPU_MARKERS = ("trainer.accelerator=gpu", "strategy=fsdp", "precision=16-mixed", "export.format=tensorrt",
+               "data.decode=gpu")
 # Commands that take tens of seconds even as smoke runs on 2 CPU cores: ImageNet-size networks at
 # 224 px, several processes, a sweep of style jobs (each loads VGG19), 512 px style transfer, servers
 # (model processes started fresh), VGG19's filters, ten 256 px reconstructions, and the benchmarks

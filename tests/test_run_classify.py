@@ -109,12 +109,12 @@ def test_mit67_resnet50_experiment_is_a_complete_recipe(make_config):
 
 
 @pytest.mark.slow
-def test_mnist_cnn_learns_the_digits_to_95_percent_on_held_out_test_images(make_config):
+def test_the_default_run_learns_the_digits_to_98_5_percent_on_held_out_test_images(make_config):
     metrics = training.train(make_config(
         "trainer.enable_progress_bar=false", "~callbacks.rich_model_summary",
         "~callbacks.rich_progress_bar", "trainer.accelerator=cpu", fast=False,
     ))
-    assert metrics["test/acc"] >= 0.95
+    assert metrics["test/acc"] >= 0.985
 
 
 def test_run_py_writes_each_run_to_its_own_time_stamped_directory(tmp_path):
