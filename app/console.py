@@ -56,9 +56,11 @@ def print_config_choices(output_dir: Path) -> None:
     grid.add_column(overflow="fold")
     grid.add_row("groups", Text("  ".join(choices)))  # Text: printed as given, never read as rich markup
     grid.add_row("overrides", Text("  ".join(command_line_overrides()) or "none"))
-    grid.add_row("config", Text(f"{display_path(output_dir / 'config_resolved.yaml')} "
-                                "(print_config=full prints it here)"))
-    rich.console.Console(width=console_width()).print(grid)
+    console = rich.console.Console(width=console_width())
+    console.print(grid)
+    config = display_path(output_dir / "config_resolved.yaml")  # soft-wrapped, never cut: a path to copy
+    line = Text.assemble(("config".ljust(10), "bold cyan"), f"{config} (print_config=full prints it here)")
+    console.print(line, soft_wrap=True)
 
 
 def print_config(cfg: DictConfig) -> None:

@@ -126,8 +126,8 @@ def predict_labels(cfg: DictConfig, module: pl.LightningModule, task: str, prepr
     writer = make_writer(task, cfg, inputs, classes)
     costs = run_predict_loop(cfg, module, inputs, writer, num_workers,
                              cam_writers(cfg, module, inputs, classes, preprocessing))
-    if costs:
-        report_mode_costs(cfg.paths.output_dir, costs)
+    if costs:  # rank 0: the writer's scores (a labelled run's classification report) beside the costs
+        report_mode_costs(cfg.paths.output_dir, {**writer.metrics, **costs})
 
 
 def predict_styles(cfg: DictConfig, model: StyleModel, num_workers: int) -> None:

@@ -18,12 +18,18 @@ OUTPUT_NAME = "logits"
 STYLIZED_NAME = "stylized"  # a style network's output
 
 
-def read_model_info(model_path: str | Path) -> ModelInfo:
-    """The `model.json` written beside an exported model."""
+def model_info_path(model_path: str | Path) -> Path:
+    """The `model.json` beside an exported model, or a CheckpointError when there is none."""
     info_path = Path(model_path).with_name("model.json")
     if not info_path.is_file():
         raise CheckpointError(f"{info_path} is missing: an exported model needs the model.json written "
                               "beside it by `python run.py export.format=...` (class names, preprocessing).")
+    return info_path
+
+
+def read_model_info(model_path: str | Path) -> ModelInfo:
+    """The `model.json` written beside an exported model."""
+    info_path = model_info_path(model_path)
     try:
         data = json.loads(info_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

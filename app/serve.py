@@ -100,10 +100,11 @@ class ServedModel:
     @classmethod
     def exported(cls, path: Path, overrides: Sequence[str], style: dict[str, Any]) -> ServedModel:
         from app.predict import ExportedTask, exported_task_options
-        from app.runtime import ExportedModel, read_model_info
+        from app.runtime import ExportedModel, model_info_path, read_model_info
         from app.stylize import StyleModel, refuse_style_options
         from app.trained_model import check_task
 
+        model_info_path(path)  # a missing model.json is named before the model file is read
         try:
             model = ExportedModel(path)
         except CheckpointError:

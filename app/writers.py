@@ -8,7 +8,6 @@ contact sheet and summaries are gathered on rank 0.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ class PredictionWriter(BasePredictionWriter):
         self.classes = list(classes)
         self.skipped: list[tuple[int, str]] = []
         self.written = 0
+        self.metrics: dict[str, float] = {}  # scores for metrics.json (rank 0), beside the run's costs
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
@@ -126,7 +126,7 @@ class ClassificationWriter(PredictionWriter):
 
     def report(self, rows: list[tuple[int, list[int], list[float]]]) -> None:
         """With every input in a folder named by a class: the classification report of the top-1 classes,
-        printed as scikit-learn prints it, in `classification_report.txt` and in `metrics.json`."""
+        printed as scikit-learn prints it, in `classification_report.txt`; its scores in `self.metrics`."""
         folders = [self.paths[index].parent.name for index, _, _ in rows]
         labelled = sum(folder in self.classes for folder in folders)
         if labelled < len(rows):
@@ -139,8 +139,7 @@ class ClassificationWriter(PredictionWriter):
                       torch.tensor([self.classes.index(folder) for folder in folders]))
         report = ClassificationReport.from_computed(scores.compute(), self.classes)
         averages, per_class = report.metrics("predict", "predict_per_class")
-        metrics = {"predict/acc": report.accuracy, **averages, **per_class}
-        (self.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        self.metrics = {"predict/acc": report.accuracy, **averages, **per_class}
         (self.output_dir / "classification_report.txt").write_text(report.text())
         print(f"Classification report (labels from the input folders' names):\n{report.text()}")
 

@@ -27,6 +27,7 @@ from core.figures import (
     heatmap_overlay,
     overlay,
     to_rgb,
+    to_uint8,
     upscaled,
 )
 from lightning_modules.attribution import Forward, class_over_pixels, grad_cam
@@ -126,8 +127,12 @@ class GradCAMFigure(FixedValidationImages):
             probabilities = forward(images).float().softmax(1)
         predicted = probabilities.argmax(1)
         targets = self.targets.to(images.device)
-        maps = {"pred": grad_cam(forward, layer, images, predicted),
-                "true": grad_cam(forward, layer, images, targets)}
+        # one Grad-CAM pass: every image's predicted class, and the true class where it differs
+        wrong = (predicted != targets).nonzero().flatten()
+        both = grad_cam(forward, layer, torch.cat([images, images[wrong]]),
+                        torch.cat([predicted, targets[wrong]]))
+        maps = {"pred": both[:len(images)], "true": both[:len(images)].clone()}
+        maps["true"][wrong] = both[len(images):]
         tiles, captions = [], []
         for i, image in enumerate(shown):
             p, t = int(predicted[i]), int(targets[i])
@@ -159,8 +164,9 @@ class GradCAMFigure(FixedValidationImages):
 
 
 class PredictionCAM(pl.Callback):
-    """`predict.cam=true`: `cam/<name>.png` per input, the Grad-CAM of its top-1 class (segmentation: of
-    `class_name` over the pixels predicted as it) over the network's input, enlarged to `min_side`."""
+    """`predict.cam=true`: `cam/<name>.png` per input (`<name>`: its relative path, extension kept, as the
+    other outputs), the Grad-CAM of its top-1 class (segmentation: of `class_name` over the pixels predicted
+    as it) over the network's input, enlarged to `min_side`."""
 
     def __init__(self, output_dir: str | Path, names: Sequence[str], classes: Sequence[str],
                  mean: Sequence[float], std: Sequence[float], layer: str | None = None,
@@ -182,23 +188,24 @@ class PredictionCAM(pl.Callback):
 
     def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                              batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if batch["images"] is None:
-            return
-        images = batch["images"].to(pl_module.device)
+        for positions, images in batch["groups"]:  # one tensor per image size (`collate_inputs`)
+            predicted = torch.stack([outputs["probabilities"][p] for p in positions]).argmax(1)
+            self.write(pl_module, [batch["index"][p] for p in positions], images.to(pl_module.device),
+                       predicted.to(pl_module.device))
+
+    def write(self, pl_module: pl.LightningModule, indices: list[int], images: torch.Tensor,
+              predicted: torch.Tensor) -> None:
+        """The overlays of images of one size, given their top-1 classes (segmentation: class maps)."""
         layer = self.layer.resolve(unwrapped(pl_module.net), images[:1])
         forward = network_forward(pl_module)
-        predicted = outputs["probabilities"].argmax(1).to(pl_module.device)
         if self.category is None:
             maps = grad_cam(forward, layer, images, predicted)
         else:
             pixels = predicted == self.category
             maps = grad_cam(class_over_pixels(forward, self.category, pixels), layer, images)
-        for position, index in enumerate(batch["index"]):
-            height, width = batch["sizes"][position]
-            image = denormalize(images[position:position + 1, :, :height, :width].float().cpu(), self.mean,
-                                self.std)[0]
-            blended = heatmap_overlay(image, maps[position, :height, :width], self.alpha)
-            blended = upscaled(blended, self.min_side)
+        shown = denormalize(images.float().cpu(), self.mean, self.std)
+        for image, heat, index in zip(shown, maps.cpu(), indices, strict=True):
+            blended = upscaled(heatmap_overlay(image, heat, self.alpha), self.min_side)
             path = self.output_dir / "cam" / f"{self.names[index]}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray((blended.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()).save(path)
+            Image.fromarray(to_uint8(blended)).save(path)

@@ -105,8 +105,8 @@ class ClassificationReportLogger(pl.Callback):
 
         figure, ax = plt.subplots(figsize=(6, 5))
         for name, x, y in zip(names, xs, ys, strict=True):
-            ax.plot(torch.as_tensor(x).cpu().numpy(), torch.as_tensor(y).cpu().numpy(), linewidth=1,
-                    label=name)
+            x, y = (torch.as_tensor(v).float().cpu().numpy() for v in (x, y))  # bf16 has no numpy dtype
+            ax.plot(x, y, linewidth=1, label=name)
         ax.set(xlabel=labels[0], ylabel=labels[1], title=title, xlim=(0, 1), ylim=(0, 1.02))
         if len(names) <= self.max_legend:
             ax.legend(fontsize=7, loc="lower left" if labels[0] == "recall" else "lower right")

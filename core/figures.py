@@ -166,8 +166,9 @@ def captioned_grid(tiles: list[torch.Tensor], captions: list[str], columns: int,
     Small tiles are enlarged (nearest) by a whole factor to at least `min_tile` pixels; a caption line
     too long for its tile is cut.
     """
-    tiles = [to_rgb(upscaled(tile.float().cpu(), min_tile)) for tile in tiles]
-    height, width = tiles[0].shape[-2:]
+    factor = math.ceil(min_tile / max(tiles[0].shape[-2:]))  # as upscaled(), on the small uint8 tiles
+    tiles = [np.repeat(np.repeat(to_uint8(to_rgb(tile.cpu())), factor, 0), factor, 1) for tile in tiles]
+    height, width = tiles[0].shape[:2]
     font = ImageFont.load_default(size=font_size)
     lines = max((caption.count("\n") + 1 for caption in captions), default=0)
     strip = lines * (font_size + 3) + 4 if lines else 0
@@ -178,11 +179,15 @@ def captioned_grid(tiles: list[torch.Tensor], captions: list[str], columns: int,
     for index, (tile, caption) in enumerate(zip(tiles, captions, strict=True)):
         row, column = divmod(index, columns)
         x, y = padding + column * (width + padding), padding + row * (height + strip + padding)
-        pixels = (tile.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        canvas.paste(Image.fromarray(pixels), (x, y))
+        canvas.paste(Image.fromarray(tile), (x, y))
         fitted = "\n".join(_fit(line, font, width - 2) for line in caption.split("\n"))
         pen.multiline_text((x + 1, y + height + 2), fitted, fill="black", font=font, spacing=3)
     return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).float() / 255
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(C, H, W) floats in [0, 1] -> (H, W, C) uint8 (clamped, rounded)."""
+    return (image.float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
 def _fit(text: str, font: Any, width: int) -> str:

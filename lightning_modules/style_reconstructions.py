@@ -77,7 +77,7 @@ class StyleReconstructionModule(pl.LightningModule):
         if not content_layers and not style_layers:
             raise ConfigError("task.content_layers and task.style_layers are both empty: nothing to "
                               "reconstruct.")
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "param_groups"])
         self.automatic_optimization = False
         self.net = net
         self.optimizer = optimizer

@@ -149,6 +149,9 @@ def test_predicting_folders_named_by_class_reports_scores_of_the_predictions(tmp
     assert expected in capsys.readouterr().out
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["predict/acc"] == pytest.approx(np.mean(np.array(y) == np.array(predicted)))
+    assert metrics["predict/f1_macro"] == pytest.approx(
+        precision_recall_fscore_support(y, predicted, average="macro", zero_division=0)[2], abs=1e-6)
+    assert "cost/parameters" in metrics  # the run's costs beside the scores, neither overwriting the other
 
 
 def test_predicting_a_folder_partly_named_by_class_says_why_there_is_no_report(tmp_path, tmp_path_factory,

@@ -17,7 +17,7 @@ from lightning_modules.nets.layers import default_cam_layer, find_layers
 from lightning_modules.nets.mnist_cnn import MNISTCNN
 from lightning_modules.nets.simple_cnn import SimpleCNN
 from lightning_modules.nets.unet import UNet
-from tests.inference_helpers import QUIET, digits_classifier, run_in_process
+from tests.inference_helpers import QUIET, digits_classifier, run_in_process, small_unet, write_scene_pngs
 from tests.run_py import run_dirs, run_py
 
 
@@ -113,6 +113,26 @@ def test_grad_cam_is_the_relu_of_activations_weighted_by_their_mean_gradients():
     assert all(p.grad is None for p in net.parameters()), "Grad-CAM leaves the parameters' gradients alone"
 
 
+def test_the_figures_maps_of_the_predicted_and_true_class_are_each_classes_grad_cam():
+    from callbacks.cam import GradCAMFigure
+    from core.figures import heatmap_overlay
+
+    torch.manual_seed(0)
+    net = MNISTCNN().eval()
+    images = torch.randn(6, 1, 28, 28)
+    predicted = net(images).argmax(1)
+    figure = GradCAMFigure(enabled=True)
+    figure.targets = torch.tensor([(c + 1) % 10 if i % 2 else c for i, c in enumerate(predicted.tolist())])
+    shown = images.sigmoid()
+    names = [str(c) for c in range(10)]
+    tiles, captions = figure.classification_tiles(net, net.features[3], images, shown, names)
+    for column, classes in ((1, predicted), (2, figure.targets)):  # image | predicted | true, per row
+        expected = grad_cam(net, net.features[3], images, classes)
+        for i in range(6):
+            assert torch.allclose(tiles[3 * i + column], heatmap_overlay(shown[i], expected[i]), atol=1e-5)
+    assert captions[2].startswith(f"true {figure.targets[0].item()} (")
+
+
 def test_a_segmentation_class_over_no_pixels_has_an_all_zero_map():
     net = nn.Conv2d(3, 4, 3, padding=1)
     images = torch.randn(2, 3, 8, 8)
@@ -169,16 +189,32 @@ def test_a_segmentation_class_is_found_by_name_or_index_and_a_missing_one_lists_
 
 def test_predict_cam_writes_an_overlay_per_image_at_least_224_pixels(tmp_path, tmp_path_factory):
     checkpoint, _ = digits_classifier(tmp_path_factory.getbasetemp())
-    (tmp_path / "in").mkdir()
-    for index in range(3):
+    for index, folder in enumerate(["in", "in", "in/sub"]):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.random.default_rng(index).integers(0, 255, (28, 28), dtype=np.uint8)).save(
-            tmp_path / "in" / f"{index}.png")
+            tmp_path / folder / f"{index}.png")
     run_dir = tmp_path / "run"
     run_in_process(run_dir, *QUIET, f"predict.input={tmp_path / 'in'}", f"ckpt_path={checkpoint}",
                    "predict.cam=true")
-    overlays = sorted((run_dir / "cam").glob("*.png"))
-    assert [p.name for p in overlays] == ["0.png", "1.png", "2.png"]
-    assert Image.open(overlays[0]).size == (224, 224)  # 28 px x 8
+    overlays = sorted((run_dir / "cam").rglob("*.png"))
+    assert [p.relative_to(run_dir / "cam").as_posix() for p in overlays] == [
+        "0.png.png", "1.png.png", "sub/2.png.png"]  # named as the other outputs: relative path, extension
+    pixels = np.asarray(Image.open(overlays[0]))
+    assert pixels.shape == (224, 224, 3)  # 28 px x 8
+    assert np.abs(pixels[..., 0].astype(int) - pixels[..., 2]).max() > 50  # a coloured map over a grey image
+
+
+def test_predict_cam_of_a_segmentation_class_covers_images_of_several_sizes(tmp_path, tmp_path_factory):
+    checkpoint = small_unet(tmp_path_factory.getbasetemp())
+    names = [p.name for p in write_scene_pngs(tmp_path / "in", sizes=(32, 48))]  # one batch, two sizes
+    run_dir = tmp_path / "run"
+    run_in_process(run_dir, *QUIET, "task=segment",  # what run.py adds for a segmentation checkpoint
+                   f"predict.input={tmp_path / 'in'}", f"ckpt_path={checkpoint}", "predict.cam=true",
+                   "callbacks.cam.class_name=background")
+    overlays = {p.name: Image.open(p).size for p in (run_dir / "cam").glob("*.png")}
+    assert sorted(overlays) == sorted(f"{name}.png" for name in names)
+    assert {overlays[f"{name}.png"] for name in names if name.startswith("scene32")} == {(224, 224)}  # x7
+    assert {overlays[f"{name}.png"] for name in names if name.startswith("scene48")} == {(240, 240)}  # x5
 
 
 def test_predict_cam_with_an_exported_model_says_it_needs_the_checkpoint(tmp_path):

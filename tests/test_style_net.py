@@ -15,7 +15,7 @@ import torch
 
 from app import build as app_build
 from app import training
-from app.boundary import unwrap_instantiation
+from app.boundary import unwrapped
 from core.errors import ConfigError
 from tests.conftest import compose_config
 from tests.run_py import python, run_dirs, run_py, sweep_dirs
@@ -146,7 +146,7 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
 def test_configurations_that_cannot_train_are_refused_with_the_fix(make_config, overrides, message):
     with pytest.raises(Exception) as raised:  # noqa: B017 (Hydra wraps errors of constructors; run.py unwraps)
         training.train(make_config("task=style_net", "task.loss_network.weights=null", *overrides))
-    error = unwrap_instantiation(raised.value)
+    error = unwrapped(raised.value)
     assert isinstance(error, ConfigError) and re.search(message, str(error)), error
 
 

@@ -97,7 +97,7 @@ def test_a_sweep_with_failed_jobs_runs_them_all_writes_its_summary_and_exits_non
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     done = run_py(tmp_path / "project", "-m", "train=true,false", "data.val_fraction=0.1,2.0",
-                  cwd=elsewhere, check=False)
+                  cwd=elsewhere, check=False, env={"COLUMNS": "300"})  # each error on one line of the table
 
     assert done.returncode == 1, done.stderr[-3000:]
     assert "3 of 4 jobs failed" in done.stderr
