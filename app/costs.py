@@ -20,9 +20,11 @@ def parameter_counts(net: nn.Module) -> dict[str, int]:
             "cost/trainable_parameters": sum(p.numel() for p in unique if p.requires_grad)}
 
 
-def compute_at(net: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """FLOPs of one forward pass at `input_shape` (batch included), counted by torch's FlopCounterMode,
-    and multiply-accumulates (FlopCounterMode counts 2 FLOPs per MAC of convolutions and matmuls).
+def compute_at(net: nn.Module, input_shape: tuple[int, ...], extra: tuple[torch.Tensor, ...] = ()
+               ) -> dict[str, int]:
+    """FLOPs of one forward pass at `input_shape` (batch included; `extra`: the inputs after the images of a
+    graph that takes more), counted by torch's FlopCounterMode, and multiply-accumulates (FlopCounterMode
+    counts 2 FLOPs per MAC of convolutions and matmuls).
 
     Only the operations FlopCounterMode knows are counted (convolutions, matrix products, attention):
     element-wise work (activations, normalisation, pooling) is not, as in fvcore and ptflops.
@@ -38,7 +40,7 @@ def compute_at(net: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     try:
         net.eval()
         with torch.no_grad(), counter:
-            net(torch.zeros(input_shape, device=device, dtype=dtype))
+            net(torch.zeros(input_shape, device=device, dtype=dtype), *(value.to(device) for value in extra))
     finally:
         net.train(was_training)
     flops = int(counter.get_total_flops())
@@ -61,9 +63,10 @@ def file_size(path: str | Path | None, key: str) -> dict[str, int]:
     return {key: Path(path).stat().st_size} if path and Path(path).is_file() else {}
 
 
-def network_costs(net: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """Parameters and compute of `net` at `input_shape`, with the shape itself."""
-    return {**parameter_counts(net), **compute_at(net, input_shape),
+def network_costs(net: nn.Module, input_shape: tuple[int, ...], extra: tuple[torch.Tensor, ...] = ()
+                  ) -> dict[str, Any]:
+    """Parameters and compute of `net` at `input_shape` (and `extra` inputs), with the shape itself."""
+    return {**parameter_counts(net), **compute_at(net, input_shape, extra),
             "cost/input_shape": "x".join(str(side) for side in input_shape)}
 
 
@@ -98,20 +101,24 @@ def cost_lines(costs: Mapping[str, Any]) -> list[str]:
                        ("cost/int8_inference_images_per_s", "INT8 inference")):
         if key in costs:
             lines.append(f"{label} {costs[key]:.4g} images/s")
+    if "cost/video_frames_per_s" in costs:
+        lines.append(f"video {costs['cost/video_frames_per_s']:.4g} frames/s (decoding, encoding included)")
     return lines
 
 
-def images_per_second(forward: Any, images: torch.Tensor, repeats: int = 5) -> float:
-    """Images/s of `forward` on `images`: the median of `repeats` timed calls after one warm-up call."""
+def images_per_second(forward: Any, images: torch.Tensor, repeats: int = 5,
+                      extra: tuple[torch.Tensor, ...] = ()) -> float:
+    """Images/s of `forward` on `images` (and `extra` inputs): the median of `repeats` timed calls after one
+    warm-up call."""
     import statistics
     import time
 
     with torch.inference_mode():
-        forward(images)
+        forward(images, *extra)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            forward(images)
+            forward(images, *extra)
             times.append(time.perf_counter() - start)
     return len(images) / statistics.median(times)
 

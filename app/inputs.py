@@ -22,11 +22,17 @@ from datamodules.image_files import (
 )
 
 GLOB_CHARACTERS = set("*?[")
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 
 
-def is_image_name(path: Path) -> bool:
-    """Whether the file name ends in an image extension torchvision knows."""
-    return path.name.lower().endswith(IMG_EXTENSIONS)
+def is_image_name(path: Path, extensions: tuple[str, ...] = IMG_EXTENSIONS) -> bool:
+    """Whether the file name ends in an image extension torchvision knows (or one of `extensions`)."""
+    return path.name.lower().endswith(extensions)
+
+
+def is_video_name(path: Path) -> bool:
+    """Whether the file name ends in a video container's extension."""
+    return path.name.lower().endswith(VIDEO_EXTENSIONS)
 
 
 def glob_base(pattern: Path) -> Path:
@@ -37,17 +43,19 @@ def glob_base(pattern: Path) -> Path:
     return pattern.parent
 
 
-def list_inputs(spec: str) -> list[Path]:
-    """The image paths `spec` names: an image file, a folder (recursively), a glob, or a .txt of paths.
-    Hidden and macOS metadata files and folders (AppleDouble `._x.jpg`, `__MACOSX/`) found in a folder or
-    by a glob are left out, with one info line saying how many.
+def list_inputs(spec: str, videos: bool = False) -> list[Path]:
+    """The image (and with `videos`, video) paths `spec` names: a file, a folder (recursively), a glob, or a
+    .txt of paths. Hidden and macOS metadata files and folders (AppleDouble `._x.jpg`, `__MACOSX/`) found in
+    a folder or by a glob are left out, with one info line saying how many.
 
     Paths in a list file are relative to the list file's folder unless absolute. Raises
-    DataError when `spec` does not exist or names no image.
+    DataError when `spec` does not exist or names no image, or names a video when `videos` is false.
     """
+    extensions = IMG_EXTENSIONS + (VIDEO_EXTENSIONS if videos else ())
+    what = "image or video" if videos else "image"
     path = Path(spec).expanduser()
     if path.is_dir():
-        found, ignored = visible_image_files(path)
+        found, ignored = visible_image_files(path, extensions)
         found = sorted(found)
         report_ignored(ignored, path)
     elif path.is_file() and path.suffix.lower() == ".txt":
@@ -57,26 +65,30 @@ def list_inputs(spec: str) -> list[Path]:
         found = [path]
     elif GLOB_CHARACTERS & set(spec):
         matched = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
-                         if Path(p).is_file() and is_image_name(Path(p)))
+                         if Path(p).is_file() and is_image_name(Path(p), extensions))
         base = glob_base(path)
         found = [p for p in matched if not any(is_clutter(part) for part in p.relative_to(base).parts)]
         report_ignored(len(matched) - len(found), base)
     else:
-        raise DataError(f"predict.input={spec}: no such file or folder. Give an image, a folder of "
-                        "images, a glob such as 'photos/*.jpg' (quoted), or a .txt file of image paths.")
+        raise DataError(f"predict.input={spec}: no such file or folder. Give an {what}, a folder of "
+                        f"them, a glob such as 'photos/*.jpg' (quoted), or a .txt file of paths.")
     if not found:
-        raise DataError(f"predict.input={spec} names no image (extensions {', '.join(IMG_EXTENSIONS)}). "
-                        "Point it at a folder, glob or list that holds images.")
+        raise DataError(f"predict.input={spec} names no {what} (extensions {', '.join(extensions)}). "
+                        f"Point it at a folder, glob or list that holds them.")
+    if not videos and any(is_video_name(p) for p in found):
+        raise DataError(f"predict.input={spec} names a video ({next(p for p in found if is_video_name(p))}): "
+                        "videos are styled by task=style_net networks only; give images.")
     return found
 
 
 class PredictionInputs(Dataset):
-    """Images read from `paths` and preprocessed; an unreadable file gives `image=None` (skipped, listed)."""
+    """Images read from `paths` and preprocessed; an unreadable file gives `image=None` (skipped, listed).
+    `names` (the outputs' names) default to `output_names(paths)`."""
 
     def __init__(self, paths: Sequence[Path], transform: Callable[[torch.Tensor], torch.Tensor],
-                 mode: str = "RGB") -> None:
+                 mode: str = "RGB", names: Sequence[str] | None = None) -> None:
         self.paths = list(paths)
-        self.names = output_names(self.paths)
+        self.names = output_names(self.paths) if names is None else list(names)
         self.transform = transform
         self.mode = mode
 

@@ -15,6 +15,7 @@ from core.errors import CheckpointError
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
+STYLIZED_NAME = "stylized"  # a style network's output
 
 
 def model_info_path(model_path: str | Path) -> Path:
@@ -46,7 +47,7 @@ def onnx_providers() -> list[str]:
 
 class ExportedModel:
     """A callable (N, C, H, W) float tensor -> logits tensor over an exported file (its model.json aside:
-    `read_model_info`)."""
+    `read_model_info`); a graph with more inputs (a style network's) takes them after the images, in order."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -64,9 +65,13 @@ class ExportedModel:
         else:
             raise CheckpointError(f"predict.model={self.path}: expected the .onnx or .pt file of an export.")
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        values = [value.detach().cpu().float() for value in (images, *inputs)]
         if self.session is not None:
-            (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: images.detach().cpu().float().numpy()})
-            return torch.from_numpy(logits)
+            names = [node.name for node in self.session.get_inputs()]
+            output = self.session.get_outputs()[0].name
+            (result,) = self.session.run([output], {name: value.numpy() for name, value in zip(names, values,
+                                                                                                strict=True)})
+            return torch.from_numpy(result)
         with torch.inference_mode():
-            return self.module(images.cpu().float())
+            return self.module(*values)

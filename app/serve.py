@@ -1,5 +1,6 @@
 """`serve.model=PATH`: a trained model (a checkpoint, model.onnx or model.pt) behind an HTTP endpoint,
-with LitServe: POST /predict with an image, GET /health; dynamic batching across requests."""
+with LitServe: POST /predict with an image, GET /health; dynamic batching across requests. A style network
+answers with the image in the style `predict.*`'s style options choose."""
 
 from __future__ import annotations
 
@@ -26,40 +27,81 @@ except ImportError:  # pragma: no cover
 
 @dataclass
 class ServedModel:
-    """A model ready to answer requests: its task, class names, preprocessing and logits function."""
+    """A model ready to answer requests: its task, class names, preprocessing, and `results_of`, which maps a
+    batch of `app.inputs.collate_inputs` to each image's result (class probabilities, or a stylised image)."""
 
     task: str
     classes: list[str]
     preprocessing: Preprocessing
-    logits_of: Callable[[torch.Tensor], torch.Tensor]
+    results_of: Callable[[dict[str, Any]], list[torch.Tensor]]
     description: str
 
     @classmethod
-    def load(cls, path: str, overrides: Sequence[str]) -> ServedModel:
-        """A checkpoint of a classify/segment run, or an exported model.onnx / model.pt (and model.json)."""
+    def load(cls, path: str, overrides: Sequence[str], style: dict[str, Any]) -> ServedModel:
+        """A checkpoint of a classify/segment/style_net run, or an exported model.onnx / model.pt (and
+        model.json); a style network styles in the one style that `style` (`predict.*`'s options) chooses."""
         source = Path(path).expanduser()
         if source.suffix in (".onnx", ".pt"):
-            return cls.exported(source, overrides)
+            return cls.exported(source, overrides, style)
         if source.suffix != ".ckpt" and not source.is_file():
-            raise CheckpointError(f"serve.model={path}: no such file. Give a .ckpt of a classify or segment "
-                                  "run, or an exported model.onnx / model.pt (with its model.json).")
-        return cls.checkpoint(str(source), overrides)
+            raise CheckpointError(f"serve.model={path}: no such file. Give a .ckpt of a classify, segment or "
+                                  "style_net run, or an exported model.onnx / model.pt (and its model.json).")
+        return cls.checkpoint(str(source), overrides, style)
 
     @classmethod
-    def checkpoint(cls, path: str, overrides: Sequence[str]) -> ServedModel:
-        from app.trained_model import build_from_checkpoint, class_names, load_checkpoint
+    def labelling(cls, task: str, classes: list[str], preprocessing: Preprocessing,
+                  logits_of: Callable[[torch.Tensor], torch.Tensor], description: str) -> ServedModel:
+        """A classify or segment model, answering with class probabilities."""
+        from lightning_modules.inference import predict_batch
 
-        config, checkpoint = load_checkpoint(path, overrides)
+        def probabilities(batch: dict[str, Any]) -> list[torch.Tensor]:
+            return predict_batch(batch, logits_of)["probabilities"]
+
+        return cls(task, classes, preprocessing, probabilities, description)
+
+    @classmethod
+    def styling(cls, model: Any, style: dict[str, Any], preprocessing: Preprocessing) -> ServedModel:
+        """A style network (an `app.stylize.StyleModel`), answering with the image in the chosen style."""
+        from app.stylize import StylizeTask, style_choices
+
+        choices = style_choices(style, model.network)
+        if len(choices) > 1:
+            raise ConfigError(f"serve.model: a request gets one image, and this network learned "
+                              f"{len(choices)} styles ({', '.join(model.network.styles)}): choose one with "
+                              "predict.style_index=K, or a blend with predict.style_weights=[...].")
+        task = StylizeTask(model, choices).eval()
+        return cls("style_net", [], preprocessing,
+                   lambda batch: [images[0] for images in task.predict_step(batch, 0)["images"]],
+                   model.description)
+
+    @classmethod
+    def checkpoint(cls, path: str, overrides: Sequence[str], style: dict[str, Any]) -> ServedModel:
+        from app.stylize import StyleModel, refuse_style_options
+        from app.trained_model import (
+            PREDICTABLE_TASKS,
+            build_from_checkpoint,
+            class_names,
+            load_checkpoint,
+            style_names,
+        )
+
+        config, checkpoint = load_checkpoint(path, overrides, PREDICTABLE_TASKS)
         datamodule, module = build_from_checkpoint(config, checkpoint)
+        if config.task_name == "style_net":
+            net = module.network
+            model = StyleModel.eager(net, style_names(checkpoint, getattr(net, "num_styles", 1)), path)
+            return cls.styling(model, style, datamodule.inference_preprocessing())
+        refuse_style_options(style, str(config.task_name))
         network = OmegaConf.select(config, "model.name") or str(config.model._target_).rsplit(".", 1)[-1]
-        return cls(str(config.task_name), class_names(checkpoint, int(config.data.num_classes)),
-                   datamodule.inference_preprocessing(), module.inference_logits,
-                   f"{network} from {Path(path).name} ({module.inference_description()} inference)")
+        return cls.labelling(str(config.task_name), class_names(checkpoint, int(config.data.num_classes)),
+                             datamodule.inference_preprocessing(), module.inference_logits,
+                             f"{network} from {Path(path).name} ({module.inference_description()} inference)")
 
     @classmethod
-    def exported(cls, path: Path, overrides: Sequence[str]) -> ServedModel:
+    def exported(cls, path: Path, overrides: Sequence[str], style: dict[str, Any]) -> ServedModel:
         from app.predict import ExportedTask, exported_task_options
         from app.runtime import ExportedModel, model_info_path, read_model_info
+        from app.stylize import StyleModel, refuse_style_options
         from app.trained_model import check_task
 
         model_info_path(path)  # a missing model.json is named before the model file is read
@@ -72,9 +114,12 @@ class ServedModel:
                                   f"{str(err)[:300]}. Export it again with export.format=...") from err
         info = read_model_info(path)
         check_task(info.task, overrides, str(path))
+        if info.style is not None:
+            return cls.styling(StyleModel.exported(model, info.style), style, info.preprocessing)
+        refuse_style_options(style, info.task)
         task = ExportedTask(model, info.task, exported_task_options(info, overrides))
-        return cls(info.task, list(info.classes), info.preprocessing, task.inference_logits,
-                   f"{path.name} ({info.format})")
+        return cls.labelling(info.task, list(info.classes), info.preprocessing, task.inference_logits,
+                             f"{path.name} ({info.format})")
 
 
 def mask_png(mask: torch.Tensor, classes: int) -> bytes:
@@ -85,6 +130,18 @@ def mask_png(mask: torch.Tensor, classes: int) -> bytes:
 
     image = Image.fromarray(mask.to(torch.uint8).numpy(), mode="P")
     image.putpalette(voc_palette(max(classes, 1)).flatten().tolist())
+    return png_bytes(image)
+
+
+def image_png(image: torch.Tensor) -> bytes:
+    """An RGB PNG of a (3, H, W) image in [0, 1], as `predict` writes stylised images."""
+    from PIL import Image
+
+    return png_bytes(Image.fromarray((image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()))
+
+
+def png_bytes(image: Any) -> bytes:
+    """A PIL image encoded as PNG."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -95,18 +152,20 @@ class ImageAPI(LitAPI):
     with other requests (images of one size predicted together, never padded), answered per request."""
 
     def __init__(self, model_path: str, overrides: Sequence[str], top_k: int, threads: int,
-                 max_batch_size: int = 1, batch_timeout: float = 0.0) -> None:
+                 max_batch_size: int = 1, batch_timeout: float = 0.0, style: dict[str, Any] | None = None
+                 ) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
         self.model_path = model_path
         self.overrides = list(overrides)
         self.top_k = top_k
         self.threads = threads
+        self.style = dict(style or {})
 
     def setup(self, device: str) -> None:
         from datamodules.transforms import preprocessing_transform
 
         torch.set_num_threads(self.threads)
-        self.model = ServedModel.load(self.model_path, self.overrides)
+        self.model = ServedModel.load(self.model_path, self.overrides, self.style)
         self.transform = preprocessing_transform(self.model.preprocessing)
 
     def decode_request(self, request):  # noqa: ANN001 - LitServe reads the annotation as the request type
@@ -124,13 +183,11 @@ class ImageAPI(LitAPI):
         return {**collate_inputs(samples), "requests": inputs}
 
     def predict(self, x: dict[str, Any]) -> Any:
-        from lightning_modules.inference import predict_batch
-
         single = "requests" not in x
         batch = self.batch([x]) if single else x
         with torch.inference_mode():  # one size at a time: an answer never depends on its batch mates
-            probabilities = predict_batch(batch, self.model.logits_of)["probabilities"]
-        outputs = list(zip(probabilities, batch["requests"], strict=True))
+            results = self.model.results_of(batch)
+        outputs = list(zip(results, batch["requests"], strict=True))
         return outputs[0] if single else outputs
 
     def unbatch(self, output: list[Any]) -> list[Any]:
@@ -141,6 +198,8 @@ class ImageAPI(LitAPI):
 
         probabilities, request = output
         classes = self.model.classes
+        if self.model.task == "style_net":
+            return Response(content=image_png(probabilities), media_type="image/png")
         if self.model.task == "classify":
             top = probabilities.topk(min(max(request["top_k"], 1), len(classes)))
             return {"predictions": [{"class": classes[i], "index": i, "probability": p}
@@ -170,6 +229,7 @@ def check_serve_options(options: DictConfig) -> None:
 def serve(cfg: DictConfig) -> None:
     """Load the model once here (a model that does not load stops the start), then LitServe's server."""
     from app.overrides import command_line_overrides
+    from app.stylize import style_options
 
     options = cfg.serve
     check_serve_options(options)
@@ -180,10 +240,12 @@ def serve(cfg: DictConfig) -> None:
     from app.uploads import ImageUploads
 
     overrides = [o for o in command_line_overrides() if not o.startswith("serve.")]
-    model = ServedModel.load(str(options.model), overrides)
+    style = style_options(cfg.predict)
+    model = ServedModel.load(str(options.model), overrides, style)
     threads = max(1, (os.cpu_count() or 1) // int(options.workers))
     api = ImageAPI(str(Path(options.model).expanduser().resolve()), overrides, int(options.top_k), threads,
-                   max_batch_size=int(options.max_batch_size), batch_timeout=float(options.batch_timeout))
+                   max_batch_size=int(options.max_batch_size), batch_timeout=float(options.batch_timeout),
+                   style=style)
     check = SmokeTest(model) if options.smoke_test else None
     server = litserve.LitServer(
         api, accelerator=str(options.accelerator), workers_per_device=int(options.workers),
@@ -192,9 +254,10 @@ def serve(cfg: DictConfig) -> None:
             "max_request_bytes": int(options.max_request_bytes)})])
     host = str(options.host)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{options.port}"
-    answer = ("top-k classes as JSON" if model.task == "classify"
-              else "a palette PNG mask (?format=json: class fractions as JSON)")
-    print(f"Serving {model.description}, task={model.task}, {len(model.classes)} classes, on {url}\n"
+    answer = {"classify": "top-k classes as JSON", "style_net": "the image in its style, as PNG"}.get(
+        model.task, "a palette PNG mask (?format=json: class fractions as JSON)")
+    what = f"{len(model.classes)} classes" if model.classes else "styling"
+    print(f"Serving {model.description}, task={model.task}, {what}, on {url}\n"
           f"  POST {url}/predict with an image -> {answer}; GET {url}/health\n"
           f"  workers {options.workers}, dynamic batching up to {options.max_batch_size} requests within "
           f"{options.batch_timeout} s\n"

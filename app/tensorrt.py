@@ -60,7 +60,7 @@ def export_tensorrt(net: nn.Module, folder: Path, samples: torch.Tensor, opset: 
     path, facts = export_network(net, "onnx", folder, samples, opset, dynamic_hw, tolerance=1e-4)
     engine = TensorRTModel(path, folder / "tensorrt_cache", fp16)
     eager = MainLogits(net).eval().cpu()
-    difference = max_difference(eager, engine, [samples.float().cpu()])
+    difference = max_difference(eager, engine, [(samples.float().cpu(),)])
     print(f"Verified the TensorRT engine ({'fp16' if fp16 else 'fp32'}) against the eager network on "
           f"{len(samples)} sample(s): max |difference| {difference:.3g} (tolerance {tolerance:g})")
     if difference > tolerance:

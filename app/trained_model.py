@@ -1,5 +1,5 @@
-"""A trained model for the modes that use one (predict, export): the network, datamodule and class names
-rebuilt from a checkpoint's stored run config, with the command line's overrides."""
+"""A trained model for the modes that use one (predict, export, serve, ...): the network, datamodule and class
+(or style) names rebuilt from a checkpoint's stored run config, with the command line's overrides."""
 
 from __future__ import annotations
 
@@ -12,32 +12,37 @@ from omegaconf import DictConfig, OmegaConf
 
 from app.overrides import apply_overrides, chosen_option, override_key
 from app.renamed_keys import move_renamed_keys
-from core.contracts import CHECKPOINT_KEY, CLASSES_KEY, stride_follows_crop
+from core.contracts import CHECKPOINT_KEY, CLASSES_KEY, STYLES_KEY, stride_follows_crop
 from core.errors import CheckpointError, ConfigError
 from lightning_modules.checkpoint_io import read_checkpoint
 
 STORED_GROUPS = ("data", "model", "task")  # what a checkpoint decides and the command line may override
-PREDICTABLE_TASKS = ("classify", "segment")
+LABELLING_TASKS = ("classify", "segment")  # networks that give class scores: compress, visualise, distil
+PREDICTABLE_TASKS = (*LABELLING_TASKS, "style_net")  # networks that predict, export and serve
+TRAINING_ONLY_TASK_KEYS = ("loss_network",)  # what only measures training: not built to run the network
 
 
-def check_task(trained_for: str, overrides: Sequence[str], source: str) -> None:
-    """A checkpoint or export of another task than the command line's, or of one that cannot predict."""
+def check_task(trained_for: str, overrides: Sequence[str], source: str,
+               tasks: Sequence[str] = PREDICTABLE_TASKS) -> None:
+    """A checkpoint or export of another task than the command line's, or of one this mode cannot use."""
     asked = chosen_option(overrides, "task")
     if asked is not None and asked != trained_for:
         raise CheckpointError(f"{source} was trained for task={trained_for}, but this run asks for "
                               f"task={asked}. Drop task={asked} (the checkpoint sets the task) or give a "
                               f"task={asked} checkpoint.")
-    if trained_for not in PREDICTABLE_TASKS:
-        raise CheckpointError(f"{source} is a task={trained_for} run: only classify and segment "
-                              "networks predict or export (style runs write their images in "
-                              "<run dir>/stylized/).")
+    if trained_for not in tasks:
+        hint = " (style runs write their images in <run dir>/stylized/)" if trained_for == "style" else ""
+        raise CheckpointError(f"{source} is a task={trained_for} run: only {', '.join(tasks[:-1])} and "
+                              f"{tasks[-1]} networks can be used here{hint}.")
 
 
-def load_checkpoint(ckpt_path: str | None, overrides: Sequence[str]) -> tuple[DictConfig, dict[str, Any]]:
-    """The checkpoint's run config with the command line's data/model/task overrides, and the checkpoint."""
+def load_checkpoint(ckpt_path: str | None, overrides: Sequence[str], tasks: Sequence[str] = LABELLING_TASKS
+                    ) -> tuple[DictConfig, dict[str, Any]]:
+    """The checkpoint's run config with the command line's data/model/task overrides, and the checkpoint
+    (of one of `tasks`)."""
     if not ckpt_path:
         raise ConfigError("Predicting or exporting needs a trained network: give ckpt_path=PATH (a .ckpt "
-                          "of a classify or segment run), or predict.model=PATH of an exported model.")
+                          f"of a {' or '.join(tasks)} run), or predict.model=PATH of an exported model.")
     path = Path(ckpt_path).expanduser()
     checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "state_dict" not in checkpoint:
@@ -45,7 +50,7 @@ def load_checkpoint(ckpt_path: str | None, overrides: Sequence[str]) -> tuple[Di
                               "written by run.py's training can be used for predict and export.")
     config = OmegaConf.create(checkpoint[CHECKPOINT_KEY])
     move_renamed_keys(config, quiet=True)  # the keys of older checkpoints are no one's to rename
-    check_task(str(config.get("task_name")), overrides, str(path))
+    check_task(str(config.get("task_name")), overrides, str(path), tasks)
     apply_overrides(config, overrides, STORED_GROUPS)
     stride_follows_crop(config.task, [override_key(o) for o in overrides])
     return config, checkpoint
@@ -107,8 +112,9 @@ def build_from_checkpoint(config: DictConfig, checkpoint: dict[str, Any]) -> tup
         if key in model_config:
             model_config[key] = None
     datamodule = instantiate(config.data)
+    unused = {key: None for key in TRAINING_ONLY_TASK_KEYS if key in config.task}  # e.g. VGG19: never loaded
     module = instantiate(config.task, net=instantiate(model_config), optimizer=None, scheduler=None,
-                         compile=False)
+                         compile=False, **unused)
     try:
         module.on_load_checkpoint(checkpoint)  # a pruned network takes its stored shapes first
         module.load_state_dict(checkpoint["state_dict"])
@@ -117,6 +123,13 @@ def build_from_checkpoint(config: DictConfig, checkpoint: dict[str, Any]) -> tup
         raise CheckpointError(f"The checkpoint's weights do not fit the network its config builds: "
                               f"{reason}") from err
     return datamodule, module.eval()
+
+
+def style_names(checkpoint: dict[str, Any], count: int) -> list[str]:
+    """The names of the styles a style network learned, as stored with the checkpoint, or `style<i>`."""
+    stored = checkpoint.get(STYLES_KEY)
+    return [str(name) for name in stored] if stored and len(stored) == count else [
+        f"style{i}" for i in range(count)]
 
 
 def class_names(checkpoint: dict[str, Any], num_classes: int) -> list[str]:

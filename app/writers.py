@@ -38,7 +38,10 @@ def gather(items: list[Any]) -> list[Any]:
 
 
 class PredictionWriter(BasePredictionWriter):
-    """What both tasks' writers share: the inputs, the run directory, the skipped files."""
+    """What every task's writer shares: the inputs, the run directory, the skipped files. Each input's result
+    is the predict step's `result_key` entry for it."""
+
+    result_key = "probabilities"
 
     def __init__(self, output_dir: str | Path, paths: Sequence[Path], names: Sequence[str],
                  classes: Sequence[str]) -> None:
@@ -55,11 +58,11 @@ class PredictionWriter(BasePredictionWriter):
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
                            dataloader_idx: int = 0) -> None:
         self.skipped += prediction["skipped"]
-        for index, probabilities in zip(prediction["index"], prediction["probabilities"], strict=True):
-            self.write_one(index, probabilities)
+        for index, result in zip(prediction["index"], prediction[self.result_key], strict=True):
+            self.write_one(index, result)
             self.written += 1
 
-    def write_one(self, index: int, probabilities: torch.Tensor) -> None:
+    def write_one(self, index: int, result: Any) -> None:
         """Write or keep the result of input `index`."""
         raise NotImplementedError
 
@@ -214,3 +217,34 @@ class SegmentationWriter(PredictionWriter):
                 writer.writerow([name, count, f"{fraction:.6f}"])
                 table.add_row(Text(name), f"{fraction:.4f}")  # a class name as given, not rich markup
         Console().print(table)
+
+
+class StyleWriter(PredictionWriter):
+    """`stylized/<name>.png` per image at the size it was styled at, or `stylized/<style>/<name>.png` per
+    image and style when a run styles in several (each of a multi-style network's learned styles)."""
+
+    result_key = "images"
+
+    def __init__(self, output_dir: str | Path, paths: Sequence[Path], names: Sequence[str],
+                 labels: Sequence[str | None]) -> None:
+        super().__init__(output_dir, paths, names, [])
+        self.labels = list(labels)
+
+    def target(self, label: str | None, index: int) -> Path:
+        """`<run dir>/stylized/[<style>/]<input's relative name>.png`, its folder created."""
+        path = self.output_dir / "stylized" / (label or "") / f"{self.names[index]}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def write_one(self, index: int, result: list[torch.Tensor]) -> None:
+        for label, image in zip(self.labels, result, strict=True):
+            pixels = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+            Image.fromarray(pixels).save(self.target(label, index))
+
+    def local_results(self) -> list[Any]:
+        return []
+
+    def finish(self, trainer: pl.Trainer, results: list[Any]) -> None:
+        styles = [label for label in self.labels if label]
+        where = f"{self.output_dir / 'stylized'}" + (f"/<style>/ ({', '.join(styles)})" if styles else "")
+        print(f"Styled images are in {where}")

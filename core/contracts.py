@@ -16,9 +16,12 @@ CHECKPOINT_KEY = "visionlab_config"  # the resolved run config (a plain dict) in
 CLASSES_KEY = "visionlab_classes"  # the datamodule's class names, read from the data at training
 PRUNED_KEY = "visionlab_pruned"  # a pruned network's layer shapes (and how it was pruned): rebuilds it
 
+STYLES_KEY = "visionlab_styles"  # a style network's learned styles' names, in the order it learned them
+
 # model.json's schema. 1: files written before the version was stored (segmentation's `stride` may be null);
-# 2: `schema_version` stored, the task options resolved (a slide export always names its stride).
-MODEL_INFO_VERSION = 2
+# 2: `schema_version` stored, the task options resolved (a slide export always names its stride);
+# 3: `style` (`StyleNetwork`) for the style networks of task=style_net.
+MODEL_INFO_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,49 @@ def stride_follows_crop(task_options: Any, overridden: Sequence[str]) -> None:
         task_options["stride"] = None
 
 
+# The inputs of a style network's inference graph after the content images, by its conditioning.
+STYLE_INPUTS: dict[str, tuple[str, ...]] = {
+    "none": (),                                        # Johnson et al.: the one style it learned
+    "style_weights": ("style_weights",),               # multi-style: (S,) weights over its S learned styles
+    "style_image": ("styles", "style_weights", "alpha"),  # AdaIN: (S, 3, h, w) style images, (S,) weights, ()
+}
+
+
+@dataclass(frozen=True)
+class StyleNetwork:
+    """What a trained style network (task=style_net) takes beside content images in [0, 1]: its
+    `conditioning` (a key of `STYLE_INPUTS`), the names of the styles it learned (one for Johnson et al.'s
+    network, one per style for a multi-style one, none for AdaIN, which takes style images), the
+    smallest image side it takes, and (AdaIN) the smallest style image side."""
+
+    conditioning: str
+    styles: tuple[str, ...]
+    min_size: int
+    style_min_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.conditioning not in STYLE_INPUTS:
+            raise ValueError(f"Style conditioning {self.conditioning!r}: use one of "
+                             f"{', '.join(STYLE_INPUTS)}.")
+        object.__setattr__(self, "styles", tuple(str(name) for name in self.styles))
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The inference graph's inputs after the images."""
+        return STYLE_INPUTS[self.conditioning]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON values, as `model.json` stores them (with the graph's inputs, for runtimes)."""
+        return {"conditioning": self.conditioning, "styles": list(self.styles), "min_size": self.min_size,
+                "style_min_size": self.style_min_size, "inputs": list(self.inputs)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StyleNetwork:
+        """The style network `to_json` wrote."""
+        return cls(str(data["conditioning"]), tuple(data["styles"]), int(data["min_size"]),
+                   data.get("style_min_size"))
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """An export's `model.json`: all that a runtime needs beside the network file (classes, preprocessing,
@@ -154,18 +200,20 @@ class ModelInfo:
     versions: dict[str, str]
     int8: dict[str, Any] | None = None  # the INT8 file beside it and its verification (export.quantize=int8)
     tensorrt: dict[str, Any] | None = None  # the engine cache and its verification (export.format=tensorrt)
+    style: StyleNetwork | None = None  # task=style_net: what the network takes beside the images
     schema_version: int = MODEL_INFO_VERSION
 
     def to_json(self) -> dict[str, Any]:
         """JSON values; `mean` and `std` also at the top level, where version 1 put them for runtimes."""
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         values["preprocessing"] = self.preprocessing.to_json()
+        values["style"] = None if self.style is None else self.style.to_json()
         return {"schema_version": self.schema_version, **values, "mean": list(self.preprocessing.mean),
                 "std": list(self.preprocessing.std)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str) -> ModelInfo:
-        """The `model.json` at `source` (version 1 or 2), or a CheckpointError saying what is wrong."""
+        """The `model.json` at `source` (version 1 to 3), or a CheckpointError saying what is wrong."""
         version = data.get("schema_version", 1)
         if not isinstance(version, int) or version > MODEL_INFO_VERSION:
             raise CheckpointError(f"{source} has schema_version {version!r}; this visionlab reads versions 1 "
@@ -179,9 +227,11 @@ class ModelInfo:
         values = {field.name: data[field.name] for field in fields if field.name in data}
         try:
             values["preprocessing"] = Preprocessing.from_json(data["preprocessing"])
+            if data.get("style") is not None:
+                values["style"] = StyleNetwork.from_json(data["style"])
         except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{source}: its preprocessing cannot be read ({err}). Export the model "
-                                  "again.") from err
+            raise CheckpointError(f"{source}: its preprocessing or style network cannot be read ({err}). "
+                                  "Export the model again.") from err
         return cls(**values, schema_version=version)
 
 

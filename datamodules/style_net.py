@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
+from core.contracts import Preprocessing
 from core.errors import ConfigError, DataError, MissingDataError
 from datamodules.image_files import listing, scan_images
 from datamodules.style_images import EMBEDDED_PREFIX, image_sources, load_source, read_source, source_name
@@ -183,6 +184,10 @@ class StyleNetDataModule(pl.LightningDataModule):
     def samples_styles(self) -> bool:
         """Whether training draws style images from a collection instead of a fixed set of styles."""
         return False
+
+    def inference_preprocessing(self) -> Preprocessing:
+        """A new image as the networks take it: RGB in [0, 1] at its own size (no normalisation)."""
+        return Preprocessing(mode="RGB", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
     def content_splits(self) -> tuple[list[str], list[str]]:
         """(training, held-out) content images."""

@@ -87,7 +87,7 @@ class StyleNetModule(pl.LightningModule):
         self,
         net: nn.Module,
         optimizer: Callable[..., Optimizer],
-        loss_network: Mapping[str, Any],
+        loss_network: Mapping[str, Any] | None,
         content_layers: list[str],
         style_layers: Mapping[str, float] | Sequence[str],
         content_weight: float = 1.0,
@@ -117,7 +117,9 @@ class StyleNetModule(pl.LightningModule):
         self.style_kind = style_loss
         self.content_target = content_target
         layers = sorted({*self.content_layers, *self.style_layers})
-        if self.conditioning == "style_image":
+        if loss_network is None:  # only running the trained network (predict, export, serve)
+            self.loss_network = None
+        elif self.conditioning == "style_image":
             self.check_adain(net, loss_network, layers)
             net.encoder.capture(sorted({*layers, net.layer}))
             self.loss_network: LayerFeatures | None = None

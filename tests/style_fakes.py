@@ -68,3 +68,33 @@ def write_fake_coco_stuff(root: Path, train: int = 4, val: int = 2) -> Path:
             mask[:10, :10] = 0  # person, on every map
             Image.fromarray(mask).save(root / "annotations" / split / f"{stem}.png")
     return root
+
+
+def write_fake_video(path: Path, frames: int = 6, size: tuple[int, int] = (48, 32), fps: int = 12,
+                     audio: bool = True, video: bool = True) -> Path:
+    """An H.264 MP4 of `frames` frames of a scikit-image photo panning by (width, height) `size`, at `fps`
+    frames per second, with a second of silent AAC audio (`audio`); `video=False`: the audio alone."""
+    import av
+
+    width, height = size
+    picture = np.asarray(photo(0, (width * 2, height)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps) if video else None
+        sound = container.add_stream("aac", rate=22050) if audio or not video else None
+        if stream is not None:
+            odd = width % 2 or height % 2  # 4:2:0 chroma needs even sides
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p" if odd else "yuv420p"
+            for index in range(frames):
+                left = index * width // max(frames, 1)
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture[:, left:left + width]),
+                                                   format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+        if sound is not None:
+            silence = np.zeros((1, 22050), np.float32)
+            samples = av.AudioFrame.from_ndarray(silence, format="fltp", layout="mono")
+            samples.sample_rate, samples.pts = 22050, 0
+            container.mux(sound.encode(samples))
+            container.mux(sound.encode(None))
+    return path

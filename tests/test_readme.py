@@ -55,7 +55,7 @@ from tests.fakes import (
 )
 from tests.inference_helpers import write_labelled_digits
 from tests.run_py import python
-from tests.style_fakes import write_fake_coco, write_fake_coco_stuff, write_fake_wikiart
+from tests.style_fakes import write_fake_coco, write_fake_coco_stuff, write_fake_video, write_fake_wikiart
 
 ROOT = Path(__file__).resolve().parents[1]
 README_FILES = ("README.md", "benchmarks/README.md")
@@ -160,6 +160,37 @@ class Fixtures:
             return self.onnx_export()
         return exported[0].relative_to(self.workspace)
 
+    def style_net_run(self, network: str, command: str) -> Path:
+        """A finished task=style_net run whose network class is `network` (made by the README command
+        `command` if needed)."""
+        runs = self.workspace / "outputs" / "style_net" / "runs"
+        for run in sorted(runs.glob("*")):
+            finished = (run / "checkpoints" / "last.ckpt").is_file()
+            if finished and OmegaConf.load(run / "config_resolved.yaml").model._target_.endswith(network):
+                return run.relative_to(self.workspace)
+        run_command(self, command)
+        return self.style_net_run(network, command)
+
+    def style_checkpoint(self, network: str = "TransformerNet") -> Path:
+        """The last checkpoint of the README's training command of `network` (a class name)."""
+        commands = {
+            "TransformerNet": "python run.py task=style_net",
+            "MultiStyleNet": "python run.py task=style_net model=multistyle_net "
+                             "data.style=[a.jpg,b.jpg,c.jpg]",
+            "AdaINNet": "python run.py task=style_net model=adain data=wikiart data.root=/data/wikiart "
+                        "data.content=/data/coco/train2014"}
+        return self.style_net_run(network, commands[network]) / "checkpoints" / "last.ckpt"
+
+    def style_onnx_export(self) -> Path:
+        """The Johnson network exported by the README's export command (run first if needed)."""
+        runs = self.workspace / "outputs" / "style_net" / "runs"
+        exported = sorted(runs.glob("*/export/model.onnx"))
+        if not exported:
+            run_command(self, "python run.py export.format=onnx "  # as written: its placeholder maps it
+                              "ckpt_path=outputs/style_net/runs/<run>/checkpoints/last.ckpt")
+            return self.style_onnx_export()
+        return exported[0].relative_to(self.workspace)
+
     def best_checkpoint(self) -> Path:
         return next((self.workspace / self.classify_run() / "checkpoints").glob("epoch*.ckpt"))
 
@@ -235,6 +266,20 @@ PLACEHOLDERS: dict[str, Callable[[Fixtures], str]] = {
         lambda fx: f"serve.model={fx.classify_run() / 'checkpoints' / 'last.ckpt'}",
     "serve.model=outputs/classify/runs/<run>/export/model.onnx": lambda fx: f"serve.model={fx.onnx_export()}",
     "serve.port=8000": lambda fx: f"serve.port={free_port()}",  # a smoke-tested server stops by itself
+    "ckpt_path=outputs/style_net/runs/<run>/checkpoints/last.ckpt":
+        lambda fx: f"ckpt_path={fx.style_checkpoint()}",
+    "ckpt_path=outputs/style_net/runs/<multistyle>/checkpoints/last.ckpt":
+        lambda fx: f"ckpt_path={fx.style_checkpoint('MultiStyleNet')}",
+    "ckpt_path=outputs/style_net/runs/<adain>/checkpoints/last.ckpt":
+        lambda fx: f"ckpt_path={fx.style_checkpoint('AdaINNet')}",
+    "outputs/style_net/runs/<run>/checkpoints/last.ckpt": lambda fx: str(fx.style_checkpoint()),
+    "predict.input=clip.mp4": as_written("predict.input=clip.mp4", lambda fx: fx.once(
+        "clip.mp4", write_fake_video, fx.workspace / "clip.mp4")),
+    "predict.style=mosaic.jpg": lambda fx: "predict.style=" + fx.image("mosaic.jpg", 6),
+    "predict.model=outputs/style_net/runs/<run>/export/model.onnx":
+        lambda fx: f"predict.model={fx.style_onnx_export()}",
+    "serve.model=outputs/style_net/runs/<run>/export/model.onnx":
+        lambda fx: f"serve.model={fx.style_onnx_export()}",
     # budgets of real runs: a smoke run takes two trials / three evaluations through the same code
     "hydra.sweeper.n_trials=10": lambda fx: "hydra.sweeper.n_trials=2",
     "task.evaluations=500": lambda fx: "task.evaluations=3",

@@ -46,7 +46,8 @@ class AdaINNet(nn.Module):
 
     conditioning = "style_image"
     stride = 8      # three poolings in the encoder: inputs are padded to a multiple of 8
-    min_size = 8
+    min_size = 9    # 8 px is 1 px at relu4_1, too small for the decoder's reflection padding (9 pads to 16)
+    style_min_size = 16  # a style's statistics at relu4_1 need 2 px on each side
 
     def __init__(self, encoder_arch: str = "vgg19", encoder_weights: str | None = "DEFAULT",
                  layer: str = "relu4_1") -> None:
