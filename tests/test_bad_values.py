@@ -95,7 +95,8 @@ def read_only_folder(tmp_path):
 
 @pytest.mark.parametrize("sweep", [False, True], ids=["run", "multirun"])
 def test_an_output_folder_on_a_read_only_file_system_is_named_with_the_fix(read_only_folder, sweep):
-    done = run_py(read_only_folder, *(["-m"] if sweep else []), *QUIET, check=False)
+    done = run_py(read_only_folder, *(["-m"] if sweep else []), *QUIET, check=False,
+                  env={"COLUMNS": "400"})  # the path on one line, however deep tmp_path is
 
     message = clean_error(done)
     assert f"The output folder {read_only_folder}/outputs/classify/" in message

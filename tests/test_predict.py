@@ -151,7 +151,7 @@ def test_predicted_top1_on_the_digits_test_pngs_agrees_with_the_labels_as_well_a
     assert set(predictions) == set(labels)
     agreement = np.mean([int(predictions[path]) == label for path, label in labels.items()])
     assert metrics["test/acc"] > 0.5
-    assert agreement >= metrics["test/acc"]
+    assert agreement >= metrics["test/acc"] - 1e-6, "test/acc is a float32 of the same fraction"
     assert (run_dir / "contact_sheet.png").is_file()
     assert any((run_dir / "tensorboard").rglob("events.out.tfevents*"))
 

@@ -175,8 +175,10 @@ def task_logs(sweep_dir: Path) -> list[str]:
 
 
 def assert_same_result(run_dir: Path, reference_dir: Path) -> None:
-    """Equal final metrics and weights (within float tolerance) and the same steps in two runs."""
-    metrics, expected = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, reference_dir))
+    """Equal final metrics and weights (within float tolerance) and the same steps in two runs; the costs
+    (speed, memory, file sizes) describe the machine, not the result."""
+    metrics, expected = ({k: v for k, v in json.loads((d / "metrics.json").read_text()).items()
+                          if not k.startswith("cost/")} for d in (run_dir, reference_dir))
     assert metrics == pytest.approx(expected, rel=1e-5, abs=1e-7)
     last, expected_last = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=False)
                            for d in (run_dir, reference_dir))
