@@ -29,9 +29,11 @@ def class_layers(net: nn.Module, num_classes: int) -> list[nn.Module]:
 def unprunable_reason(net: nn.Module) -> str | None:
     """Why `net` is refused: attention layers, whose heads Torch-Pruning can only prune consistently when
     told each layer's head count and layout (transformers: SegFormer's MiT, ViT, Swin), which no
-    framework network declares; None for convolutional networks."""
+    framework network declares (a weightless placeholder, as smp's UNet decoder holds without attention,
+    does not count); None for convolutional networks."""
     attention = sorted({type(m).__name__ for m in net.modules()
-                        if isinstance(m, nn.MultiheadAttention) or "Attention" in type(m).__name__})
+                        if isinstance(m, nn.MultiheadAttention)
+                        or ("Attention" in type(m).__name__ and any(True for _ in m.parameters()))})
     if attention:
         return (f"it has attention layers ({', '.join(attention)}), whose query/key/value widths and heads "
                 "must be pruned together; prune convolutional networks (CNNs, UNet, DeepLab, FPN, ...) or "

@@ -52,7 +52,9 @@ def test_run_killed_with_sigterm_resumes_to_the_same_steps_and_metrics(tmp_path)
 
 
 def test_last_checkpoint_holds_the_final_epoch_even_without_improvement(make_config, tmp_path):
-    training.train(make_config("trainer.max_epochs=3", "optimizer.lr=0.0", "test=false"))
+    # Lightning's own ModelCheckpoint for the best: BestCheckpoint would keep the later of equal values
+    best = "callbacks.model_checkpoint._target_=pytorch_lightning.callbacks.ModelCheckpoint"
+    training.train(make_config("trainer.max_epochs=3", "optimizer.lr=0.0", "test=false", best))
     checkpoints = tmp_path / "run" / "checkpoints"
     assert torch.load(checkpoints / "epoch000.ckpt", weights_only=False)["epoch"] == 0, "no later best"
     assert torch.load(checkpoints / "last.ckpt", weights_only=False)["epoch"] == 2

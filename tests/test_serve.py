@@ -239,7 +239,7 @@ def test_a_served_unet_returns_predicts_masks_as_png_and_class_fractions_as_json
                                    headers={"content-type": "image/png"})
             assert response.headers["content-type"] == "image/png"
             served = np.array(Image.open(io.BytesIO(response.content)))
-            predicted = np.array(Image.open(tmp_path / "predict" / "masks" / f"{scene.stem}.png"))
+            predicted = np.array(Image.open(tmp_path / "predict" / "masks" / f"{scene.name}.png"))
             assert np.array_equal(served, predicted)
             fractions = client.post(f"{url}/predict?format=json", content=scene.read_bytes(),
                                     headers={"content-type": "image/png"}).json()

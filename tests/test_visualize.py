@@ -24,6 +24,7 @@ from app.feature_visualization import (
 )
 from core.errors import ConfigError
 from tests.inference_helpers import QUIET, digits_classifier, run_in_process
+from tests.inference_helpers import trained as trained_once
 from tests.run_py import run_py
 
 VISUALIZE = [*QUIET, "visualize.filters=features.3", "visualize.num_filters=8", "visualize.steps=48"]
@@ -101,7 +102,12 @@ def reached(run_dir: Path) -> float:
 
 @pytest.mark.slow
 def test_a_trained_networks_filters_reach_far_higher_activations_than_random_ones(tmp_path, tmp_path_factory):
-    checkpoint, _ = digits_classifier(tmp_path_factory.getbasetemp())
+    # Plain Adam: the default recipe's weight decay (AdamW) leaves this layer's filters with pre-activations
+    # that 48 ascent steps lift by about 0.24 but not above 0 (mean -0.06): a fact of that network, not of
+    # the visualiser, whose claim this test checks.
+    checkpoint, _ = trained_once(tmp_path_factory.getbasetemp(), "digits_classifier_adam",
+                                 "trainer.max_epochs=2", "optimizer=adam", "scheduler=none",
+                                 "task.label_smoothing=0")
     run_in_process(tmp_path / "trained", *VISUALIZE, f"ckpt_path={checkpoint}")
     trained = reached(tmp_path / "trained")
     random = {}
@@ -132,7 +138,7 @@ def test_filter_grids_reach_tensorboard_and_a_second_run_draws_the_same_images(t
 
 @pytest.mark.parametrize(("overrides", "says"), [
     (["visualize.filters=features.9"], "Valid names, as print(model) shows them: features, features.0"),
-    (["visualize.filters=classifier.3", "visualize.image_size=64"], "visualize.image_size=28"),
+    (["visualize.filters=classifier.3", "visualize.image_size=64"], "visualize.image_size=16"),
     (["visualize.filters=features.0", "visualize.filter_indices=[40]"], "features.0 has 32 filters (0-31)"),
     (["visualize.filters=features.0", "visualize.parameterization=wavelet"], "use fourier"),
 ])
