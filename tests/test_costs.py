@@ -53,7 +53,7 @@ def test_the_network_summary_lists_the_networks_layers_with_flops_and_no_metric_
 
 def test_a_training_run_writes_its_costs_to_metrics_json(tmp_path_factory):
     _, metrics = digits_classifier(tmp_path_factory.getbasetemp())
-    assert metrics["cost/parameters"] == metrics["cost/trainable_parameters"] > 300_000  # mnist_cnn, 16 px: 315 k
+    assert metrics["cost/parameters"] == metrics["cost/trainable_parameters"] > 300_000  # 16 px: 315 k
     assert metrics["cost/macs"] * 2 == metrics["cost/flops"] and metrics["cost/input_shape"] == "1x1x16x16"
     assert metrics["cost/checkpoint_bytes"] > 4 * metrics["cost/parameters"]  # float32 weights at least
     assert metrics["cost/peak_memory_bytes"] > 50 * 2**20
