@@ -19,6 +19,12 @@ FOLDER = ["data=image_folder", "model=simple_cnn", "data.image_size=32", "data.r
           "data.num_workers=0", "data.batch_size=4"]
 
 
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines wide enough for any tmp path: clean_error joins wrapped lines with spaces, inside paths too."""
+    monkeypatch.setenv("COLUMNS", "400")
+
+
 def clean_error(done: subprocess.CompletedProcess) -> str:
     """The one-block message of a run that stopped with exit code 2 and no traceback, unwrapped."""
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-3000:]
@@ -95,8 +101,7 @@ def read_only_folder(tmp_path):
 
 @pytest.mark.parametrize("sweep", [False, True], ids=["run", "multirun"])
 def test_an_output_folder_on_a_read_only_file_system_is_named_with_the_fix(read_only_folder, sweep):
-    done = run_py(read_only_folder, *(["-m"] if sweep else []), *QUIET, check=False,
-                  env={"COLUMNS": "400"})  # the path on one line, however deep tmp_path is
+    done = run_py(read_only_folder, *(["-m"] if sweep else []), *QUIET, check=False)
 
     message = clean_error(done)
     assert f"The output folder {read_only_folder}/outputs/classify/" in message
