@@ -121,6 +121,25 @@ def check_checkpoint(cfg: DictConfig) -> None:
             f"this run builds {net} for task={task}. Give the checkpoint's network and task on the command "
             f"line (task={trained_task} and the model= option of {trained_net}), or a checkpoint of {net}."
         )
+    if cfg.train:
+        check_schedule_length(cfg, stored, path)
+
+
+def check_schedule_length(cfg: DictConfig, stored: dict[str, Any], path: Path) -> None:
+    """A resumed one-cycle schedule is not asked to run longer than the length it was built for, which
+    OneCycleLR fixes at its first step (past it, it stops with "Tried to step N times")."""
+    target = str(((stored.get("scheduler") or {}).get("scheduler") or {}).get("_target_", ""))
+    if not target.endswith("OneCycleLR"):
+        return
+    trained = stored.get("trainer") or {}
+    for key in ("max_epochs", "max_steps"):
+        before, now = trained.get(key), cfg.trainer.get(key)
+        if before is not None and now is not None and 0 < int(before) < int(now):
+            raise ConfigError(
+                f"trainer.{key}={now}: ckpt_path={path} continues a one-cycle schedule built for "
+                f"trainer.{key}={before}, which cannot run longer. Resume with trainer.{key}={before}, or "
+                f"start a new run (without ckpt_path) for {now}."
+            )
 
 
 def check_config(cfg: DictConfig) -> None:

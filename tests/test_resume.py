@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from app import training
+from app import checks, training
+from core.errors import ConfigError
 from lightning_modules.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import compose_config
 from tests.run_py import wait_for
@@ -83,3 +84,15 @@ def test_trainer_writes_checkpoints_through_the_atomic_writer(make_config):
 
     trainer = instantiate(make_config().trainer)
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_a_one_cycle_run_resumed_for_more_epochs_is_refused_with_the_length_it_was_built_for(make_config,
+                                                                                            tmp_path):
+    training.train(make_config("scheduler=onecycle", "trainer.max_epochs=1", "test=false"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match=r"trainer.max_epochs=3: .* one-cycle schedule built for "
+                                          r"trainer.max_epochs=1, .* Resume with trainer.max_epochs=1"):
+        checks.check_config(make_config("scheduler=onecycle", "trainer.max_epochs=3", f"ckpt_path={last}"))
+    checks.check_config(make_config("scheduler=onecycle", "trainer.max_epochs=1", f"ckpt_path={last}"))
+    checks.check_config(make_config("scheduler=onecycle", "trainer.max_epochs=3", f"ckpt_path={last}",
+                                    "train=false"))  # evaluating steps no schedule
