@@ -9,9 +9,14 @@ import pytorch_lightning as pl
 import torch
 
 
+IMAGE_KEYS = ("images", "content")  # the predict loop's batches; task=style_net's (content crops)
+
+
 def batch_images(batch: Any) -> int:
-    """The number of images in a batch: `(images, targets)` or the predict loop's `{"images": ...}`."""
-    images = batch.get("images") if isinstance(batch, dict) else batch[0]
+    """The number of images in a batch: `(images, targets)`, or a dict with one of `IMAGE_KEYS`."""
+    if not isinstance(batch, dict):
+        return int(batch[0].shape[0])
+    images = next((batch[key] for key in IMAGE_KEYS if key in batch), None)
     return 0 if images is None else int(images.shape[0])
 
 
@@ -34,8 +39,10 @@ class Throughput(pl.Callback):
         self._pending = 0
 
     def images_per_second(self, stage: str) -> float | None:
-        """Steady-state images/s of `stage` (`train` or `predict`), or None when too few batches ran."""
-        return self.images[stage] / self.seconds[stage] if self.seconds[stage] > 0 else None
+        """Steady-state images/s of `stage` (`train` or `predict`), or None when too few batches ran or
+        their images could not be counted (never a rate of 0 for a run that did train)."""
+        counted = self.seconds[stage] > 0 and self.images[stage] > 0
+        return self.images[stage] / self.seconds[stage] if counted else None
 
     def _now(self, pl_module: pl.LightningModule, wait: bool) -> float:
         if wait and pl_module.device.type == "cuda":

@@ -9,6 +9,7 @@ from torch import nn
 
 from app.costs import compute_at, cost_lines, parameter_counts, readable
 from callbacks.network_summary import NetworkModelSummary
+from callbacks.throughput import Throughput, batch_images
 from lightning_modules.classification import ClassificationModule
 from tests.inference_helpers import digits_classifier, run_in_process
 
@@ -49,6 +50,18 @@ def test_the_network_summary_lists_the_networks_layers_with_flops_and_no_metric_
     assert summary.total_flops == 2 * (conv + linear)
     assert [sum(counts.values()) for counts in summary.flop_counts.values()] == [
         2 * (conv + linear), 2 * conv, 0, 2 * linear]
+
+
+def test_images_are_counted_in_every_tasks_batches_and_an_uncounted_run_has_no_rate():
+    images = torch.zeros(3, 3, 8, 8)
+    assert batch_images((images, torch.zeros(3))) == 3  # classify, segment
+    assert batch_images({"images": images, "names": ["a", "b", "c"]}) == 3  # predict
+    assert batch_images({"content": images, "name": ["a", "b", "c"]}) == 3  # task=style_net
+    throughput = Throughput()
+    throughput.seconds["train"] = 2.0  # batches ran, but none of their images were counted
+    assert throughput.images_per_second("train") is None
+    throughput.images["train"] = 8
+    assert throughput.images_per_second("train") == 4.0
 
 
 def test_a_training_run_writes_its_costs_to_metrics_json(tmp_path_factory):

@@ -44,6 +44,7 @@ def test_a_smoke_run_writes_grids_metrics_and_checkpoints_without_the_loss_netwo
     run_dir = tmp_path / "run"
     assert all(math.isfinite(metrics[f"test/{term}_loss"]) for term in TERMS)
     assert metrics["train/images"] == 4, "2 batches of 2 crops"
+    assert metrics["cost/train_images_per_s"] > 0, "the second batch's crops, timed"
     grids = run_dir / "validation"
     assert (grids / "epoch000.png").is_file() and (grids / "test.png").is_file()
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
