@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -110,15 +112,27 @@ def quantize_dynamic_file(float_path: Path, int8_path: Path) -> None:
     quantize_dynamic(str(float_path), str(int8_path), weight_type=QuantType.QInt8)
 
 
+@contextlib.contextmanager
+def working_directory(folder: Path) -> Iterator[None]:
+    """Run the block with `folder` as the working directory (contextlib.chdir before Python 3.11)."""
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def preprocessed(float_path: Path, folder: Path) -> Path:
     """onnxruntime's recommended pre-processing (shape inference, graph optimisation), when it succeeds."""
     from onnxruntime.quantization import quant_pre_process
 
-    target = folder / "model.preprocessed.onnx"
+    target = (folder / "model.preprocessed.onnx").resolve()
     logging.getLogger("onnxruntime.quantization.shape_inference").setLevel(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            quant_pre_process(str(float_path), str(target))
+    try:  # a failed symbolic shape inference saves its partial model into the working directory
+        with contextlib.redirect_stdout(io.StringIO()), tempfile.TemporaryDirectory() as scratch, \
+                working_directory(Path(scratch)):
+            quant_pre_process(str(float_path.resolve()), str(target))
         return target
     except Exception as err:  # a model its shape inference cannot handle is quantised as exported
         logging.getLogger("run").warning(f"INT8 pre-processing skipped ({type(err).__name__}: {err})")

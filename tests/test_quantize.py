@@ -101,3 +101,18 @@ def test_a_unet_quantised_to_int8_keeps_its_pixels_and_miou(tmp_path, tmp_path_f
                    f"ckpt_path={checkpoint}", "debug=smoke")
     check = exported_info(tmp_path)["int8"]["verification"]
     assert check["score"] == "mIoU" and check["agreement"] >= 0.98 and check["images"] == 200
+
+
+def test_int8_pre_processing_leaves_nothing_in_the_working_directory_when_shape_inference_gives_up(
+        tmp_path, monkeypatch):
+    from app.exporters import export_onnx
+    from lightning_modules.nets.unet import UNet
+
+    net = UNet(in_channels=1, num_classes=11, depth=2, base_width=8).eval()
+    export_onnx(net, torch.rand(2, 1, 32, 32), tmp_path / "model.onnx", 18, dynamic_hw=True)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    # onnxruntime's symbolic shape inference cannot finish a dynamic-size UNet; it saves its partial model
+    assert app.quantize.preprocessed(tmp_path / "model.onnx", tmp_path) == tmp_path / "model.onnx"
+    assert list(cwd.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "model.onnx"]
