@@ -52,11 +52,11 @@ print(platform.processor() or platform.machine(), os.cpu_count(), 'cores, torch'
 step 90 "ResNet-50, 224 px, batch 128, bf16-mixed + channels_last, eager: run.py against the plain loop on
     synthetic pinned batches (medians of 3, interleaved)" \
     "$PYTHON" benchmarks/gpu_precision.py --rows synthetic --repeats 3 "${QUICK[@]}"
-step 100 "The same on MIT67's JPEG loader (1,024 generated JPEGs, data.num_workers=auto), decoding on the
+step 90 "The same on MIT67's JPEG loader (1,024 generated JPEGs, data.num_workers=auto), decoding on the
     CPU and on the GPU (medians of 2)" \
     "$PYTHON" benchmarks/gpu_precision.py --rows jpeg-cpu jpeg-gpu --repeats 2 --images 1024 --steps 20 \
     --warmup 8 "${QUICK[@]}"
-step 110 "ResNet-50, synthetic, torch.compile (each side compiles after torch._dynamo.reset(); one repeat)" \
+step 100 "ResNet-50, synthetic, torch.compile (each side compiles after torch._dynamo.reset(); one repeat)" \
     "$PYTHON" benchmarks/gpu_precision.py --rows synthetic-compiled --repeats 1 "${QUICK[@]}"
 step 35 "Host-device synchronisations per training step (torch.cuda.set_sync_debug_mode)" \
     "$PYTHON" benchmarks/host_syncs.py "${SYNCS[@]}"
@@ -67,6 +67,8 @@ step 30 "Style transfer: seconds per L-BFGS evaluation, float32, 128/256/512 px"
 step 25 "Style transfer, precision=bf16-mixed" \
     "$PYTHON" benchmarks/style_transfer.py --evaluations 100 --sizes 128 256 512 --repeats 1 \
     --precision bf16-mixed "${QUICK[@]}"
+step 20 "Style network (Johnson et al.), 512 px, batch 8: frames/s eager, float32 and float16 autocast" \
+    "$PYTHON" benchmarks/style_net_inference.py --real-time-only --repeats 3 "${QUICK[@]}"
 step 30 "Input pipeline: MIT67 loader against workers (1, 2, all cores); CPU against GPU JPEG decoding" \
     "$PYTHON" benchmarks/input_pipeline.py --workers-only --repeats 2 "${QUICK[@]}"
 

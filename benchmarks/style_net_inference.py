@@ -1,7 +1,7 @@
 """A trained style network against task=style (Gatys et al.): seconds per image, and the objective reached.
 
     python benchmarks/style_net_inference.py [--quick] [--repeats 3] [--size 512] [--ckpt CKPT]
-                                             [--evaluations 50 100] [--skip-speed]
+                                             [--evaluations 50 100] [--skip-speed | --real-time-only]
 
 Speed: seconds per --size x --size image (scikit-image's astronaut, 512 x 512) of Johnson et al.'s network
 (conf/model/transformer_net.yaml, or the --ckpt checkpoint's; speed does not depend on the weights) eager, as
@@ -10,7 +10,8 @@ TorchScript and through onnxruntime (CPU provider; both files made by the projec
 data.image_size=512` on the same image: task=style at its defaults (VGG19, 2 scales of 100 L-BFGS evaluations,
 256 then 512 px). Each repeat runs every side (the network 5 times per backend, Gatys once), so that machine
 load hits them alike; medians. ratio = Gatys seconds / onnxruntime seconds (target >= 300). With CUDA, also
-frames/s of the eager network on batches of 8 frames at --size, float32 and float16 autocast (target >= 24).
+frames/s of the eager network on batches of 8 frames at --size, float32 and float16 autocast (target >= 24);
+--real-time-only measures that alone (the speed comparison runs on the CPU, as task=style's module is built).
 
 Quality (with --ckpt, a task=style_net checkpoint): on its held-out test images, in each of its evaluation
 styles, the Gatys objective (content, style, TV and weighted total with the checkpoint's layers and weights,
@@ -255,10 +256,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         parser.add_argument("--evaluations", type=int, nargs="+", default=[50, 100],
                             help="L-BFGS evaluations after which task=style's objective is compared")
         parser.add_argument("--skip-speed", action="store_true", help="the quality table only")
+        parser.add_argument("--real-time-only", action="store_true",
+                            help="only the GPU frames/s at batch 8 (gpu_check.sh's row; Gatys runs on the CPU)")
 
     args = parse_args(__doc__.splitlines()[0], extra, argv)
     if args.quick:
         args.size, args.evaluations = 64, [2, 4]
+    if args.real_time_only:
+        return real_time(feed_forward(args.ckpt), args)
     rows = [] if args.skip_speed else speed(args)
     if args.ckpt:
         rows += quality(args)

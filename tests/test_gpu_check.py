@@ -19,7 +19,7 @@ def test_gpu_check_dry_run_runs_every_step_on_the_cpu(tmp_path):
                           env={**os.environ, "PYTHON": sys.executable, "PROJECT_ROOT": str(tmp_path)})
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     steps = [line for line in done.stdout.splitlines() if line.startswith("=== ")]
-    assert len(steps) == 9 and "0 step(s) failed or overran" in done.stdout
+    assert len(steps) == 10 and "0 step(s) failed or overran" in done.stdout
     assert done.stdout.count("ratio ") >= 6  # every benchmark printed its ratio lines
 
 
