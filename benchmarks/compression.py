@@ -22,10 +22,12 @@ from common import interleaved_medians, machine_description, parse_args, print_t
 
 QUIET = ["trainer.enable_progress_bar=false", "callbacks.rich_model_summary=null",
          "callbacks.rich_progress_bar=null", "trainer.accelerator=cpu", "logger=none"]
+# the UNet learning test's recipe (tests/test_run_segment.py): background weighted down, one cycle
+SCENES_RECIPE = ["optimizer.lr=3e-3", "scheduler=onecycle", "task.class_weights=[0.2,1,1,1,1,1,1,1,1,1,1]"]
 CASES = {  # name: (baseline overrides, student overrides, metric, image side); digits at the 28 px measured
     "digits": (["data.image_size=28"], ["model=simple_cnn", "data.image_size=28"], "test/acc", 28),
-    "scenes": (["task=segment", "model.depth=3", "model.base_width=16", "optimizer.lr=3e-3"],
-               ["task=segment", "model.depth=2", "model.base_width=8", "optimizer.lr=3e-3"], "test/miou", 32),
+    "scenes": (["task=segment", "model.depth=3", "model.base_width=16", *SCENES_RECIPE],
+               ["task=segment", "model.depth=2", "model.base_width=8", *SCENES_RECIPE], "test/miou", 32),
 }
 QUICK = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
 
