@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                             help="L-BFGS evaluations after which task=style's objective is compared")
         parser.add_argument("--skip-speed", action="store_true", help="the quality table only")
         parser.add_argument("--real-time-only", action="store_true",
-                            help="only the GPU frames/s at batch 8 (gpu_check.sh's row; Gatys runs on the CPU)")
+                            help="only the GPU frames/s at batch 8 (gpu_check.sh's row)")
 
     args = parse_args(__doc__.splitlines()[0], extra, argv)
     if args.quick:

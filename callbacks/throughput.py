@@ -8,7 +8,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-
 IMAGE_KEYS = ("images", "content")  # the predict loop's batches; task=style_net's (content crops)
 
 
