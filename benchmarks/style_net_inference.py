@@ -255,9 +255,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         parser.add_argument("--ckpt", help="a task=style_net checkpoint: its network, and the quality table")
         parser.add_argument("--evaluations", type=int, nargs="+", default=[50, 100],
                             help="L-BFGS evaluations after which task=style's objective is compared")
-        parser.add_argument("--skip-speed", action="store_true", help="the quality table only")
-        parser.add_argument("--real-time-only", action="store_true",
-                            help="only the GPU frames/s at batch 8 (gpu_check.sh's row)")
+        only = parser.add_mutually_exclusive_group()
+        only.add_argument("--skip-speed", action="store_true", help="the quality table only")
+        only.add_argument("--real-time-only", action="store_true",
+                          help="only the GPU frames/s at batch 8 (gpu_check.sh's row)")
 
     args = parse_args(__doc__.splitlines()[0], extra, argv)
     if args.quick:
